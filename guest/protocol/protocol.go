@@ -1,0 +1,161 @@
+// Package protocol is the only code shared by the host and the guest agent:
+// the agent's configuration, the disk labels that identify the guest's
+// block devices, and the HTTP contract between the host and the agent.
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// The agent's HTTP contract.
+const (
+	// AgentPort is the TCP port the agent listens on inside the guest.
+	AgentPort = 8080
+	// SecretHeader carries the per-VM secret. The agent answers 403 to any
+	// request without the right value, so a guest cannot call another VM.
+	SecretHeader = "X-Faas-Secret"
+	// HealthPath answers 200 when the handler is ready, 503 before.
+	HealthPath = "/_/health"
+	// PoweroffPath (POST) syncs, stops the handler and powers the VM off.
+	PoweroffPath = "/_/poweroff"
+	// CodeDir is where the function's code appears, read-only, in the guest.
+	CodeDir = "/function"
+)
+
+// Disk identification. The guest finds its disks by content, not by the
+// order the kernel happens to probe them in.
+const (
+	// RootFSLabel is the ext4 volume label of a runtime root filesystem.
+	RootFSLabel = "faas-root"
+	// CodeLabel is the ext4 volume label of a function code snapshot.
+	CodeLabel = "faas-code"
+	// ConfigMagic starts the raw config disk; the JSON config follows it,
+	// then NUL padding up to ConfigDiskSize.
+	ConfigMagic = "FAASCFG1\n"
+	// ConfigDiskSize is the size of the raw config disk image.
+	ConfigDiskSize = 64 * 1024
+)
+
+// Modes a function can run in.
+const (
+	// ModeExec runs one process per request (OpenFaaS classic watchdog).
+	ModeExec = "exec"
+	// ModeHTTP starts the handler once behind a per-language bootstrap.
+	ModeHTTP = "http"
+)
+
+// Guest network defaults (user-mode networking).
+const (
+	GuestAddress = "10.0.2.15/24"
+	GuestGateway = "10.0.2.2"
+	GuestDNS     = "10.0.2.3"
+)
+
+// Config is everything the agent needs to know. The host writes it to the
+// config disk; the agent reads it at boot.
+type Config struct {
+	// Name of the function (for logs).
+	Name string `json:"name"`
+	// Secret every host request must carry in SecretHeader.
+	Secret string `json:"secret"`
+	// Mode is ModeExec or ModeHTTP.
+	Mode string `json:"mode"`
+	// Runtime names the bootstrap for ModeHTTP ("python3", "node").
+	Runtime string `json:"runtime"`
+	// Handler is the file (exec mode) or module/file (http mode) relative to CodeDir.
+	Handler string `json:"handler"`
+	// Command is the argv run per request in exec mode (cwd CodeDir).
+	Command []string `json:"command,omitempty"`
+	// Env is added to the handler's environment.
+	Env map[string]string `json:"env,omitempty"`
+	// Timeout bounds one invocation.
+	Timeout Duration `json:"timeout"`
+	// ContentType of exec-mode responses; sniffed from the body when empty.
+	ContentType string `json:"contentType,omitempty"`
+	// Network of the guest's eth0.
+	Network Network `json:"network"`
+}
+
+// Network is the guest's interface configuration.
+type Network struct {
+	Address string `json:"address"` // CIDR, e.g. 10.0.2.15/24
+	Gateway string `json:"gateway"` // empty: no default route
+	DNS     string `json:"dns"`     // empty: no resolv.conf
+}
+
+// Duration is a time.Duration that encodes as a Go duration string.
+type Duration time.Duration
+
+// MarshalJSON encodes d as a string such as "30s".
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON decodes a string such as "30s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("parsing duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Validate reports the first problem with c.
+func (c *Config) Validate() error {
+	switch {
+	case c.Secret == "":
+		return errors.New("config: secret is empty")
+	case c.Mode != ModeExec && c.Mode != ModeHTTP:
+		return fmt.Errorf("config: mode %q is not %q or %q", c.Mode, ModeExec, ModeHTTP)
+	case c.Mode == ModeExec && len(c.Command) == 0:
+		return errors.New("config: exec mode needs a command")
+	case c.Mode == ModeHTTP && c.Handler == "":
+		return errors.New("config: http mode needs a handler")
+	case c.Timeout <= 0:
+		return errors.New("config: timeout must be positive")
+	}
+	return nil
+}
+
+// EncodeDisk renders c as the content of a config disk image.
+func EncodeDisk(c *Config) ([]byte, error) {
+	js, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encoding agent config: %w", err)
+	}
+	if len(ConfigMagic)+len(js) > ConfigDiskSize {
+		return nil, fmt.Errorf("agent config is %d bytes, more than the %d a config disk holds", len(js), ConfigDiskSize-len(ConfigMagic))
+	}
+	out := make([]byte, ConfigDiskSize)
+	copy(out, ConfigMagic)
+	copy(out[len(ConfigMagic):], js)
+	return out, nil
+}
+
+// DecodeDisk parses a config disk image.
+func DecodeDisk(b []byte) (*Config, error) {
+	if !bytes.HasPrefix(b, []byte(ConfigMagic)) {
+		return nil, errors.New("not a config disk: magic missing")
+	}
+	b = b[len(ConfigMagic):]
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("decoding agent config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
