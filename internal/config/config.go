@@ -1,0 +1,540 @@
+// Package config loads the appliance's settings and validates them once, at
+// start.
+//
+// Each setting comes from, in increasing precedence: its default, the YAML
+// file (config/appliance.yaml unless --config or FAAS_CONFIG names another),
+// its FAAS_* environment variable, its command-line flag. Every setting has
+// the same three names: the YAML key is lower_snake ("boot_wait"), the
+// environment variable is FAAS_ plus the key in capitals ("FAAS_BOOT_WAIT"),
+// the flag is the key in kebab case ("--boot-wait").
+//
+// An empty environment variable counts as unset, as in viper.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// DefaultFile is the configuration file read when neither --config nor
+// FAAS_CONFIG names one. Unlike a named file, it may be missing.
+const DefaultFile = "config/appliance.yaml"
+
+// Engines.
+const (
+	EngineAuto   = "auto"   // decided at start from what the host can run
+	EngineQEMU   = "qemu"   // QEMU microvm, KVM or TCG
+	EngineIgnite = "ignite" // Ignite / Firecracker, KVM only
+)
+
+// Accelerators for the qemu engine.
+const (
+	AccelAuto = "auto" // KVM when a probe guest boots under it, else TCG
+	AccelKVM  = "kvm"
+	AccelTCG  = "tcg"
+)
+
+// ErrHelp is returned by Load when the arguments ask for help; print Usage.
+var ErrHelp = pflag.ErrHelp
+
+// Config is the appliance's validated configuration.
+type Config struct {
+	// File is the configuration file that was read, "" when none was.
+	File string
+
+	// Listen is the gateway's host:port.
+	Listen string
+	// FunctionsDir holds one folder per function.
+	FunctionsDir string
+	// StateDir holds caches, VM files and logs.
+	StateDir string
+	// KernelDir holds vmlinux, modules/*.ko and VERSION.
+	KernelDir string
+	// AgentBin is the static guest agent binary.
+	AgentBin string
+	// RuntimesDir holds one Dockerfile folder per runtime.
+	RuntimesDir string
+	// VMTemplate is the VM object template (Ignite v1alpha4 YAML).
+	VMTemplate string
+	// QEMUBin is the QEMU system emulator to run.
+	QEMUBin string
+
+	// Engine is EngineAuto, EngineQEMU or EngineIgnite.
+	Engine string
+	// Accel is AccelAuto, AccelKVM or AccelTCG.
+	Accel string
+	// LogLevel is the minimum level logged.
+	LogLevel slog.Level
+	// APIToken, when not empty, is the bearer token /api/* requires.
+	APIToken string
+	// Egress lets guests open outbound connections by default.
+	Egress bool
+
+	// InvokeTimeout bounds one invocation unless the function sets its own.
+	InvokeTimeout time.Duration
+	// BootWait is how long a request waits for a booting function.
+	BootWait time.Duration
+	// Debounce is how long the folder watcher waits for changes to settle.
+	Debounce time.Duration
+	// ShutdownTimeout bounds draining requests and stopping VMs.
+	ShutdownTimeout time.Duration
+	// IdleTimeout is how long a replica above MinReplicas may sit idle.
+	IdleTimeout time.Duration
+
+	// MaxBody is the largest request body the gateway accepts.
+	MaxBody Size
+	// DefaultMemory is a VM's memory unless the function sets its own.
+	DefaultMemory Size
+	// DefaultCPUs is a VM's vCPU count unless the function sets its own.
+	DefaultCPUs int
+
+	// MinReplicas is the number of instances kept running per function.
+	MinReplicas int
+	// MaxReplicas caps the instances per function.
+	MaxReplicas int
+	// Concurrency is the in-flight requests one replica takes.
+	Concurrency int
+	// Queue is the requests per function that may wait for a free slot.
+	Queue int
+	// TargetUtilization is the busy fraction of slots that triggers a scale-up.
+	TargetUtilization float64
+}
+
+// Setting describes one setting, for documentation.
+type Setting struct {
+	Key     string // YAML key, e.g. "boot_wait"
+	Env     string // environment variable, e.g. "FAAS_BOOT_WAIT"
+	Flag    string // flag without dashes, e.g. "boot-wait"
+	Default string // default, as it would be written
+	Help    string // one-line meaning
+}
+
+// setting is one row of the settings table: its names, default, how to
+// parse it into a Config field and what makes it valid.
+type setting struct {
+	key     string
+	def     string
+	typ     string // flag type shown in help: string, duration, size, int, float, bool
+	help    string
+	choices []string // when set, the value must be one of these
+	secret  bool     // never echo the value in errors or logs
+	// field returns the Config field the setting fills: *string,
+	// *time.Duration, *Size, *int, *float64, *bool or *slog.Level.
+	field func(c *Config) any
+	// check reports what is wrong with the parsed value, "" when nothing.
+	check func(c *Config) string
+}
+
+func (s *setting) env() string  { return "FAAS_" + strings.ToUpper(s.key) }
+func (s *setting) flag() string { return strings.ReplaceAll(s.key, "_", "-") }
+
+// settings is the table every name, default, flag and check comes from.
+// Built by a function so that no package-level state exists.
+func settings() []setting {
+	positive := func(f func(c *Config) time.Duration) func(c *Config) string {
+		return func(c *Config) string {
+			if f(c) <= 0 {
+				return "must be a positive duration"
+			}
+			return ""
+		}
+	}
+	atLeast := func(min int, f func(c *Config) int) func(c *Config) string {
+		return func(c *Config) string {
+			if f(c) < min {
+				return fmt.Sprintf("must be at least %d", min)
+			}
+			return ""
+		}
+	}
+	notEmpty := func(f func(c *Config) string) func(c *Config) string {
+		return func(c *Config) string {
+			if f(c) == "" {
+				return "must not be empty"
+			}
+			return ""
+		}
+	}
+	return []setting{
+		{key: "listen", def: ":8080", typ: "string", help: "host:port the gateway listens on",
+			field: func(c *Config) any { return &c.Listen }, check: checkListen},
+		{key: "functions_dir", def: "./functions", typ: "string", help: "folder with one sub-folder per function",
+			field: func(c *Config) any { return &c.FunctionsDir }, check: notEmpty(func(c *Config) string { return c.FunctionsDir })},
+		{key: "state_dir", def: "/var/lib/faas", typ: "string", help: "caches, VM files and logs",
+			field: func(c *Config) any { return &c.StateDir }, check: notEmpty(func(c *Config) string { return c.StateDir })},
+		{key: "kernel_dir", def: "/usr/lib/faas/kernel", typ: "string", help: "guest kernel: vmlinux, modules/*.ko, VERSION",
+			field: func(c *Config) any { return &c.KernelDir }, check: notEmpty(func(c *Config) string { return c.KernelDir })},
+		{key: "agent_bin", def: "/usr/lib/faas/agent", typ: "string", help: "static guest agent binary (the guest's /init)",
+			field: func(c *Config) any { return &c.AgentBin }, check: notEmpty(func(c *Config) string { return c.AgentBin })},
+		{key: "runtimes_dir", def: "/usr/lib/faas/runtimes", typ: "string", help: "runtime Dockerfiles, one folder per runtime",
+			field: func(c *Config) any { return &c.RuntimesDir }, check: notEmpty(func(c *Config) string { return c.RuntimesDir })},
+		{key: "vm_template", def: "config/func-handler.yml", typ: "string", help: "VM object template (Ignite v1alpha4 YAML)",
+			field: func(c *Config) any { return &c.VMTemplate }, check: notEmpty(func(c *Config) string { return c.VMTemplate })},
+		{key: "qemu_bin", def: "qemu-system-x86_64", typ: "string", help: "QEMU system emulator (name on PATH or path)",
+			field: func(c *Config) any { return &c.QEMUBin }, check: notEmpty(func(c *Config) string { return c.QEMUBin })},
+		{key: "engine", def: EngineAuto, typ: "string", help: "VM engine: auto, qemu or ignite",
+			choices: []string{EngineAuto, EngineQEMU, EngineIgnite},
+			field:   func(c *Config) any { return &c.Engine }},
+		{key: "accel", def: AccelAuto, typ: "string", help: "qemu accelerator: auto (KVM if a probe boots, else TCG), kvm or tcg",
+			choices: []string{AccelAuto, AccelKVM, AccelTCG},
+			field:   func(c *Config) any { return &c.Accel }},
+		{key: "log_level", def: "info", typ: "string", help: "debug, info, warn or error",
+			choices: []string{"debug", "info", "warn", "error"},
+			field:   func(c *Config) any { return &c.LogLevel }},
+		{key: "api_token", def: "", typ: "string", help: "bearer token required by /api/* (empty: no auth)", secret: true,
+			field: func(c *Config) any { return &c.APIToken }, check: checkToken},
+		{key: "egress", def: "false", typ: "bool", help: "let guests open outbound connections by default",
+			field: func(c *Config) any { return &c.Egress }},
+		{key: "invoke_timeout", def: "30s", typ: "duration", help: "default per-invocation timeout",
+			field: func(c *Config) any { return &c.InvokeTimeout }, check: positive(func(c *Config) time.Duration { return c.InvokeTimeout })},
+		{key: "boot_wait", def: "30s", typ: "duration", help: "how long a request waits for a booting function before 503",
+			field: func(c *Config) any { return &c.BootWait }, check: positive(func(c *Config) time.Duration { return c.BootWait })},
+		{key: "debounce", def: "500ms", typ: "duration", help: "quiet time after a change in a function folder before redeploying",
+			field: func(c *Config) any { return &c.Debounce }, check: positive(func(c *Config) time.Duration { return c.Debounce })},
+		{key: "shutdown_timeout", def: "20s", typ: "duration", help: "bound on draining requests and stopping VMs at shutdown",
+			field: func(c *Config) any { return &c.ShutdownTimeout }, check: positive(func(c *Config) time.Duration { return c.ShutdownTimeout })},
+		{key: "idle_timeout", def: "5m", typ: "duration", help: "idle time after which a replica above min_replicas stops",
+			field: func(c *Config) any { return &c.IdleTimeout }, check: positive(func(c *Config) time.Duration { return c.IdleTimeout })},
+		{key: "max_body", def: "10MB", typ: "size", help: "largest request body accepted (413 above); units are binary",
+			field: func(c *Config) any { return &c.MaxBody }, check: func(c *Config) string {
+				if c.MaxBody <= 0 {
+					return "must be a positive size"
+				}
+				return ""
+			}},
+		{key: "default_memory", def: "256MB", typ: "size", help: "VM memory unless the function sets its own",
+			field: func(c *Config) any { return &c.DefaultMemory }, check: func(c *Config) string {
+				switch {
+				case c.DefaultMemory < 64*MiB:
+					return "is below the 64MB a guest needs"
+				case c.DefaultMemory%MiB != 0:
+					return "must be a whole number of MB"
+				}
+				return ""
+			}},
+		{key: "default_cpus", def: "1", typ: "int", help: "VM vCPUs unless the function sets its own",
+			field: func(c *Config) any { return &c.DefaultCPUs }, check: atLeast(1, func(c *Config) int { return c.DefaultCPUs })},
+		{key: "min_replicas", def: "1", typ: "int", help: "instances kept running per function (0: scale to zero when idle)",
+			field: func(c *Config) any { return &c.MinReplicas }, check: atLeast(0, func(c *Config) int { return c.MinReplicas })},
+		{key: "max_replicas", def: "1", typ: "int", help: "most instances per function",
+			field: func(c *Config) any { return &c.MaxReplicas }, check: atLeast(1, func(c *Config) int { return c.MaxReplicas })},
+		{key: "concurrency", def: "8", typ: "int", help: "in-flight requests per replica",
+			field: func(c *Config) any { return &c.Concurrency }, check: atLeast(1, func(c *Config) int { return c.Concurrency })},
+		{key: "queue", def: "64", typ: "int", help: "requests per function that may wait for a free slot (429 beyond)",
+			field: func(c *Config) any { return &c.Queue }, check: atLeast(0, func(c *Config) int { return c.Queue })},
+		{key: "target_utilization", def: "0.7", typ: "float", help: "busy fraction of slots above which a replica is added",
+			field: func(c *Config) any { return &c.TargetUtilization }, check: func(c *Config) string {
+				if !(c.TargetUtilization > 0 && c.TargetUtilization <= 1) {
+					return "must be above 0 and at most 1"
+				}
+				return ""
+			}},
+	}
+}
+
+// Settings lists every setting with its names, default and meaning.
+func Settings() []Setting {
+	table := settings()
+	out := make([]Setting, len(table))
+	for i := range table {
+		s := &table[i]
+		out[i] = Setting{Key: s.key, Env: s.env(), Flag: s.flag(), Default: s.def, Help: s.help}
+	}
+	return out
+}
+
+// Usage is the flags' help text.
+func Usage() string {
+	flagSet, _ := newFlagSet(settings())
+	return "Usage of appliance:\n" + flagSet.FlagUsages()
+}
+
+// rawFlag is a flag that keeps the text it was given; Load parses and
+// checks it like any other source, so every error reads the same.
+type rawFlag struct{ val, typ string }
+
+func (f *rawFlag) String() string     { return f.val }
+func (f *rawFlag) Set(v string) error { f.val = v; return nil }
+func (f *rawFlag) Type() string       { return f.typ }
+
+func newFlagSet(table []setting) (*pflag.FlagSet, map[string]*pflag.Flag) {
+	set := pflag.NewFlagSet("appliance", pflag.ContinueOnError)
+	set.SetOutput(io.Discard)
+	set.Usage = func() {}
+	set.SortFlags = false
+	set.String("config", DefaultFile, "configuration file (env FAAS_CONFIG; the default may be missing)")
+	flags := make(map[string]*pflag.Flag, len(table))
+	for i := range table {
+		s := &table[i]
+		f := set.VarPF(&rawFlag{val: s.def, typ: s.typ}, s.flag(), "", fmt.Sprintf("%s (env %s)", s.help, s.env()))
+		if s.typ == "bool" {
+			f.NoOptDefVal = "true"
+		}
+		flags[s.key] = f
+	}
+	return set, flags
+}
+
+// Load reads the configuration from args (the command line without the
+// program name), getenv (os.Getenv in production; nil means no environment)
+// and the configuration file, and validates it. All problems are reported
+// together, each naming where its value came from.
+func Load(args []string, getenv func(string) string) (*Config, error) {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	table := settings()
+	flagSet, flags := newFlagSet(table)
+	if err := flagSet.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, ErrHelp
+		}
+		return nil, fmt.Errorf("parsing flags: %w", err)
+	}
+	if flagSet.NArg() > 0 {
+		return nil, fmt.Errorf("parsing flags: unexpected argument %q", flagSet.Arg(0))
+	}
+
+	path, explicit := DefaultFile, false
+	if v := getenv("FAAS_CONFIG"); v != "" {
+		path, explicit = v, true
+	}
+	if f := flagSet.Lookup("config"); f.Changed {
+		path, explicit = f.Value.String(), true
+	}
+
+	// viper holds the layers: defaults, then the file, then what the
+	// environment or a flag overrides. Viper reads the environment only
+	// from the process, so Load resolves env and flags itself (flag first)
+	// and sets the winner, which keeps Load free of process state.
+	v := viper.New()
+	c := &Config{}
+	var err error
+	if c.File, err = readFile(v, path, explicit); err != nil {
+		return nil, err
+	}
+	if err := checkKeys(v.AllKeys(), table, path); err != nil {
+		return nil, err
+	}
+
+	var problems []error
+	source := make(map[string]string, len(table))
+	raw := make(map[string]string, len(table))
+	for i := range table {
+		s := &table[i]
+		v.SetDefault(s.key, s.def)
+		source[s.key] = s.key + " (default)"
+		if v.InConfig(s.key) {
+			source[s.key] = s.key + " in " + path
+		}
+		if e := getenv(s.env()); e != "" {
+			v.Set(s.key, e)
+			source[s.key] = s.env()
+		}
+		if f := flags[s.key]; f.Changed {
+			v.Set(s.key, f.Value.String())
+			source[s.key] = "--" + s.flag()
+		}
+		val, ok := scalar(v.Get(s.key))
+		if !ok {
+			problems = append(problems, fmt.Errorf("%s: must be a single value, not a list or a map", source[s.key]))
+			continue
+		}
+		raw[s.key] = val
+		if p := s.parse(c, val); p != "" {
+			problems = append(problems, s.problem(source[s.key], val, p))
+			continue
+		}
+		if s.check != nil {
+			if p := s.check(c); p != "" {
+				problems = append(problems, s.problem(source[s.key], val, p))
+			}
+		}
+	}
+	if len(problems) == 0 && c.MaxReplicas < c.MinReplicas {
+		problems = append(problems, fmt.Errorf("%s: %q is below min_replicas %d (from %s)",
+			source["max_replicas"], raw["max_replicas"], c.MinReplicas, source["min_replicas"]))
+	}
+	if len(problems) == 0 && c.Engine == EngineIgnite && c.Accel == AccelTCG {
+		problems = append(problems, fmt.Errorf("%s: %q cannot be used with engine %q (from %s): Firecracker needs KVM",
+			source["accel"], raw["accel"], c.Engine, source["engine"]))
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	return c, nil
+}
+
+// readFile loads the YAML file at path into v and returns path, or ""
+// when the file is missing and was not asked for explicitly.
+func readFile(v *viper.Viper, path string, explicit bool) (string, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("reading config file: %w", err)
+	}
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
+		return "", fmt.Errorf("parsing config file %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// problem formats "SOURCE: "VALUE" PROBLEM", leaving a secret's value out.
+func (s *setting) problem(source, val, p string) error {
+	if s.secret {
+		return fmt.Errorf("%s: value %s", source, p)
+	}
+	return fmt.Errorf("%s: %q %s", source, val, p)
+}
+
+// parse stores val into s's Config field; it returns what is wrong, or "".
+func (s *setting) parse(c *Config, val string) string {
+	if len(s.choices) > 0 && !slices.Contains(s.choices, val) {
+		return "is not one of " + strings.Join(s.choices, ", ")
+	}
+	switch f := s.field(c).(type) {
+	case *string:
+		*f = val
+	case *slog.Level:
+		if err := f.UnmarshalText([]byte(val)); err != nil {
+			return "is not a log level"
+		}
+	case *bool:
+		b, err := strconv.ParseBool(val)
+		if err != nil {
+			return "is not a boolean (true or false)"
+		}
+		*f = b
+	case *int:
+		n, err := strconv.Atoi(strings.TrimSpace(val))
+		if err != nil {
+			return "is not a whole number"
+		}
+		*f = n
+	case *float64:
+		x, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			return "is not a number"
+		}
+		*f = x
+	case *time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(val))
+		if err != nil {
+			return "is not a duration such as 500ms, 30s or 5m"
+		}
+		*f = d
+	case *Size:
+		n, err := ParseSize(val)
+		if err != nil {
+			return err.Error()
+		}
+		*f = n
+	default:
+		panic(fmt.Sprintf("config: setting %s has unsupported field type %T", s.key, f))
+	}
+	return ""
+}
+
+// format renders s's Config field the way it would be written.
+func (s *setting) format(c *Config) string {
+	switch f := s.field(c).(type) {
+	case *string:
+		return *f
+	case *slog.Level:
+		return strings.ToLower(f.String())
+	case *bool:
+		return strconv.FormatBool(*f)
+	case *int:
+		return strconv.Itoa(*f)
+	case *float64:
+		return strconv.FormatFloat(*f, 'g', -1, 64)
+	case *time.Duration:
+		return f.String()
+	case *Size:
+		return f.String()
+	default:
+		panic(fmt.Sprintf("config: setting %s has unsupported field type %T", s.key, f))
+	}
+}
+
+// scalar renders a value from any layer as text; lists and maps are not
+// settings.
+func scalar(v any) (string, bool) {
+	switch x := v.(type) {
+	case nil:
+		return "", true
+	case string:
+		return x, true
+	case bool, int, int64, uint64, float64:
+		return fmt.Sprint(x), true
+	default:
+		return "", false
+	}
+}
+
+// checkKeys rejects keys in the file that name no setting, so that a typo
+// does not silently leave a default in place.
+func checkKeys(keys []string, table []setting, path string) error {
+	var unknown []string
+	for _, k := range keys {
+		if !slices.ContainsFunc(table, func(s setting) bool { return s.key == k }) {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return fmt.Errorf("config file %s: unknown setting %s", path, strings.Join(unknown, ", "))
+}
+
+func checkListen(c *Config) string {
+	_, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return "is not host:port (such as :8080 or 127.0.0.1:8080)"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "has no port number from 0 to 65535"
+	}
+	return ""
+}
+
+func checkToken(c *Config) string {
+	if strings.ContainsFunc(c.APIToken, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return "contains whitespace or control characters"
+	}
+	return ""
+}
+
+// LogValue renders c for log/slog, with the API token redacted.
+func (c *Config) LogValue() slog.Value {
+	table := settings()
+	attrs := make([]slog.Attr, 0, len(table)+1)
+	attrs = append(attrs, slog.String("file", c.File))
+	for i := range table {
+		s := &table[i]
+		val := s.format(c)
+		if s.secret && val != "" {
+			val = "[redacted]"
+		}
+		attrs = append(attrs, slog.String(s.key, val))
+	}
+	return slog.GroupValue(attrs...)
+}

@@ -1,0 +1,176 @@
+// Package gateway is the appliance's HTTP front: /invoke/<name> proxies a
+// request to a ready instance of the function, /api/* shows the functions,
+// /healthz says the appliance is up. It never drives VMs: it asks Functions
+// (the controller) for an instance and proxies to it.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/faasvm/appliance/internal/controller"
+)
+
+// Functions is what the gateway needs from the controller.
+type Functions interface {
+	// Acquire waits, bounded by ctx, for a ready instance of the function.
+	// Its errors wrap controller.ErrNotFound, ErrNotReady, ErrUnavailable or
+	// ErrOverloaded. The caller calls the instance's Release exactly once.
+	Acquire(ctx context.Context, name string) (controller.Instance, error)
+	// List reports every function.
+	List(ctx context.Context) []controller.Status
+	// Get reports one function; the error wraps controller.ErrNotFound for
+	// an unknown name.
+	Get(ctx context.Context, name string) (controller.Status, error)
+	// Logs returns the last lines of the function's VM console.
+	Logs(ctx context.Context, name string, lines int) (string, error)
+}
+
+// Options tune the gateway. Zero values take the defaults noted.
+type Options struct {
+	// BootWait bounds how long a request waits for a ready instance before
+	// a 503 (default 30s).
+	BootWait time.Duration
+	// InvokeTimeout bounds one proxied request, to the end of its response
+	// body, before a 504 (default 30s), when the instance carries no timeout
+	// of its own; otherwise the function's timeout plus a small margin
+	// applies, so the agent's more precise 504 wins the race.
+	InvokeTimeout time.Duration
+	// MaxBody is the largest request body accepted, in bytes (default 10 MiB).
+	MaxBody int64
+	// APIToken, when not empty, is the bearer token /api/* requires.
+	APIToken string
+	// ShutdownTimeout bounds how long Serve waits for in-flight requests
+	// once its context ends (default 20s).
+	ShutdownTimeout time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.BootWait <= 0 {
+		o.BootWait = 30 * time.Second
+	}
+	if o.InvokeTimeout <= 0 {
+		o.InvokeTimeout = 30 * time.Second
+	}
+	if o.MaxBody <= 0 {
+		o.MaxBody = 10 << 20
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 20 * time.Second
+	}
+	return o
+}
+
+// Gateway serves the appliance's HTTP routes.
+type Gateway struct {
+	opts      Options
+	fns       Functions
+	log       *slog.Logger
+	echo      *echo.Echo
+	transport *http.Transport
+	proxy     *httputil.ReverseProxy
+}
+
+// New builds the gateway's routes. A nil logger discards logs.
+func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{opts: opts.withDefaults(), fns: fns, log: logger}
+	g.transport = &http.Transport{
+		// Instances are on loopback or in our own network: never a proxy
+		// taken from the environment.
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 32,
+		IdleConnTimeout:     90 * time.Second,
+		// Bodies pass through as the function wrote them.
+		DisableCompression: true,
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:        g.rewrite,
+		Transport:      g.transport,
+		FlushInterval:  -1,
+		ModifyResponse: g.modifyResponse,
+		ErrorHandler:   g.proxyError,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Logger.SetOutput(io.Discard)
+	e.HTTPErrorHandler = func(err error, c echo.Context) { _ = g.fail(c, err) }
+	e.Use(g.accessLog, g.recoverPanic)
+
+	e.GET("/healthz", g.healthz)
+	e.Any("/invoke/:name", g.invoke)
+	e.Any("/invoke/:name/*", g.invoke)
+	// The token guards each route rather than the group: a group middleware
+	// makes echo answer 404 where 405 is right.
+	api := e.Group("/api")
+	api.GET("/functions", g.listFunctions, g.requireToken)
+	api.GET("/functions/:name", g.getFunction, g.requireToken)
+	api.GET("/functions/:name/logs", g.functionLogs, g.requireToken)
+	g.echo = e
+	return g
+}
+
+// Handler returns the gateway's routes as one http.Handler.
+func (g *Gateway) Handler() http.Handler { return g.echo }
+
+// Mount serves h at path, an echo route pattern such as "/metrics" or
+// "/ui/*", for every method, with the gateway's access log and panic
+// recovery and without the API token. It is the hook for routes that live
+// outside this package (metrics, the UI). Call it before serving.
+func (g *Gateway) Mount(path string, h http.Handler) {
+	g.echo.Any(path, echo.WrapHandler(h))
+}
+
+// Serve serves on ln until ctx ends, then stops accepting connections and
+// waits up to Options.ShutdownTimeout for in-flight requests before closing
+// the rest. It returns nil after a clean drain.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           g.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+	}
+	defer g.transport.CloseIdleConnections()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving http on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	g.log.Info("draining http requests", "step", "shutdown", "timeout", g.opts.ShutdownTimeout)
+	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.opts.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(drain)
+	if err != nil {
+		err = errors.Join(fmt.Errorf("draining http requests: %w", err), srv.Close())
+	}
+	if serveErr := <-served; !errors.Is(serveErr, http.ErrServerClosed) {
+		err = errors.Join(err, fmt.Errorf("serving http on %s: %w", ln.Addr(), serveErr))
+	}
+	return err
+}
+
+func (g *Gateway) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
