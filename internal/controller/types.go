@@ -1,0 +1,72 @@
+package controller
+
+import (
+	"errors"
+	"time"
+)
+
+// Function states as shown by the API.
+const (
+	StateDeploying = "deploying" // first instance booting, nothing serves yet
+	StateReady     = "ready"     // at least one instance serves
+	StateFailed    = "failed"    // nothing serves; LastError says why
+	StateInvalid   = "invalid"   // the folder is not a valid function; LastError says why
+)
+
+// Errors Acquire returns; the gateway maps them to HTTP statuses.
+var (
+	// ErrNotFound: no function of that name (404).
+	ErrNotFound = errors.New("function not found")
+	// ErrNotReady: the function exists but no instance became ready in time (503).
+	ErrNotReady = errors.New("function not ready")
+	// ErrUnavailable: the function cannot serve (invalid or failed) (503, no retry hint).
+	ErrUnavailable = errors.New("function unavailable")
+	// ErrOverloaded: every replica is at its concurrency limit and the queue is full (429).
+	ErrOverloaded = errors.New("function overloaded")
+)
+
+// Status is one function as the management API shows it.
+type Status struct {
+	Name        string    `json:"name"`
+	State       string    `json:"state"`
+	Runtime     string    `json:"runtime,omitempty"`
+	Mode        string    `json:"mode,omitempty"`
+	Handler     string    `json:"handler,omitempty"`
+	Version     string    `json:"version,omitempty"` // content digest of the deployed folder
+	Engine      string    `json:"engine,omitempty"`
+	EngineNote  string    `json:"engineNote,omitempty"` // why this engine / accel was chosen
+	VMID        string    `json:"vmId,omitempty"`
+	StartedAt   time.Time `json:"startedAt,omitzero"`
+	LastError   string    `json:"lastError,omitempty"`
+	Warnings    []string  `json:"warnings,omitempty"` // e.g. VM config fields the engine ignores
+	Invocations Counts    `json:"invocations"`
+	Replicas    Replicas  `json:"replicas"`
+}
+
+// Counts are per-function invocation counters.
+type Counts struct {
+	Total  uint64 `json:"total"`
+	Errors uint64 `json:"errors"` // 5xx answers
+}
+
+// Replicas counts instances by state.
+type Replicas struct {
+	Ready    int `json:"ready"`
+	Booting  int `json:"booting"`
+	Draining int `json:"draining"`
+}
+
+// Instance is a ready instance handed to the gateway for one request.
+// The caller must call Release exactly once when the request is done.
+type Instance struct {
+	Function string
+	VMID     string
+	Endpoint string // host:port of the guest agent
+	Secret   string // value for protocol.SecretHeader
+	// Timeout is the function's invocation timeout (the agent enforces it
+	// too; the gateway adds a margin so the agent's 504 wins).
+	Timeout time.Duration
+	// Release reports the request's outcome (HTTP status, 0 if none was
+	// received) and frees the instance's concurrency slot.
+	Release func(status int)
+}

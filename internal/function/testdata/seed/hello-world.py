@@ -1,0 +1,7 @@
+print("<html>")
+print("<head><title>Hello World</title></head>")
+print("<body>")
+print("<h1>Hello World!</h1>")
+print("<p>This page is served by a function running in a Firecracker microVM.</p>")
+print("</body>")
+print("</html>")
