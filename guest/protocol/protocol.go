@@ -18,6 +18,11 @@ const (
 	// SecretHeader carries the per-VM secret. The agent answers 403 to any
 	// request without the right value, so a guest cannot call another VM.
 	SecretHeader = "X-Faas-Secret"
+	// AgentErrorHeader (value "1") marks a response whose body the agent
+	// wrote itself, always JSON {"error": "..."}: a bad secret, a handler
+	// that is not ready, timed out, crashed or exited non-zero. Responses
+	// produced by the handler never carry it.
+	AgentErrorHeader = "X-Faas-Agent-Error"
 	// HealthPath answers 200 when the handler is ready, 503 before.
 	HealthPath = "/_/health"
 	// PoweroffPath (POST) syncs, stops the handler and powers the VM off.

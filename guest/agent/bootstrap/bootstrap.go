@@ -1,0 +1,70 @@
+// Package bootstrap holds the per-language programs that serve an http-mode
+// handler: each imports the user's handler once and calls it for every
+// request it receives on 127.0.0.1:$FAAS_BOOTSTRAP_PORT. The sources are
+// embedded in the agent and written to disk when it starts.
+//
+// The bootstraps read these environment variables:
+//
+//	FAAS_BOOTSTRAP_PORT  the port to listen on (127.0.0.1 only)
+//	FAAS_HANDLER         the handler file, relative to FAAS_CODE_DIR
+//	FAAS_CODE_DIR        the function's code directory
+//
+// They load the handler before they listen, so a port that accepts
+// connections means a handler that imported.
+package bootstrap
+
+import (
+	"embed"
+	"fmt"
+)
+
+//go:embed bootstrap.py bootstrap.cjs
+var sources embed.FS
+
+// Bootstrap is one language's bootstrap program.
+type Bootstrap struct {
+	// Runtime is the runtime name in protocol.Config.Runtime.
+	Runtime string
+	// Interpreter is the program that runs the bootstrap, found through PATH.
+	Interpreter string
+	// Flags go to the interpreter before the bootstrap's path.
+	Flags []string
+	// File is the bootstrap's file name.
+	File string
+	// Env is added to the bootstrap's environment.
+	Env []string
+}
+
+// Runtimes lists the runtimes that have a bootstrap.
+func Runtimes() []string { return []string{"python3", "node"} }
+
+// For returns the bootstrap of runtime.
+func For(runtime string) (Bootstrap, error) {
+	switch runtime {
+	case "python3":
+		return Bootstrap{
+			Runtime:     runtime,
+			Interpreter: "python3",
+			Flags:       []string{"-u"},
+			File:        "bootstrap.py",
+			// The code directory is read-only: no .pyc files next to it.
+			Env: []string{"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"},
+		}, nil
+	case "node":
+		return Bootstrap{
+			Runtime:     runtime,
+			Interpreter: "node",
+			File:        "bootstrap.cjs",
+		}, nil
+	}
+	return Bootstrap{}, fmt.Errorf("runtime %q has no http-mode bootstrap (have %v)", runtime, Runtimes())
+}
+
+// Source returns the bootstrap's program text.
+func (b Bootstrap) Source() ([]byte, error) {
+	src, err := sources.ReadFile(b.File)
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded %s bootstrap: %w", b.Runtime, err)
+	}
+	return src, nil
+}

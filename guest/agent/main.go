@@ -1,0 +1,221 @@
+// Command agent is the guest agent of a function VM. It runs as PID 1 from
+// the initramfs: it mounts the root and code disks, configures the network,
+// reaps zombies and serves the agent's HTTP API (package server) on
+// protocol.AgentPort. See README.md in this directory.
+//
+// Run as any other PID it skips the boot and only serves the API, for
+// trying handlers on a development machine:
+//
+//	agent -config config.json -code ./myfunction -listen 127.0.0.1:8080
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/faasvm/appliance/guest/agent/server"
+	"github.com/faasvm/appliance/guest/protocol"
+)
+
+// defaultPath is the handlers' PATH when nothing sets one (the kernel starts
+// init without it).
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stdout, nil))
+	if os.Getpid() == 1 {
+		runInit(log) // never returns
+	}
+	if err := runDev(log, os.Args[1:]); err != nil {
+		log.Error("agent failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+// runInit boots the guest and serves until a poweroff request. Any failure
+// reboots the machine, which ends the VM.
+func runInit(log *slog.Logger) {
+	ctx := context.Background() // the agent's life is the machine's
+	b := &boot{log: log}
+	if err := b.run(ctx); err != nil {
+		fatal(b.log, err)
+	}
+	base := log // the server adds the function's name itself
+	log = b.log
+
+	rp := newReaper(log, "/proc", os.Getpid())
+	go rp.run(ctx)
+	go ignoreSignals(log)
+
+	ln, err := net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(protocol.AgentPort)))
+	if err != nil {
+		fatal(log, fmt.Errorf("listening on port %d: %w", protocol.AgentPort, err))
+	}
+	hs := newHTTPServer(log)
+	srv, err := server.New(b.cfg, server.Options{
+		CodeDir: protocol.CodeDir,
+		RunDir:  bootstrapRunDir,
+		Env:     withDefaultEnv(os.Environ()),
+		Logger:  base,
+		Spawner: rp,
+		Poweroff: func(ctx context.Context) error {
+			// Let the 202 reach the host before the machine goes.
+			if err := hs.Shutdown(ctx); err != nil {
+				log.Warn("closing connections before poweroff", "step", "poweroff", "err", err)
+			}
+			reboot(log, "poweroff requested")
+			return errors.New("reboot returned")
+		},
+	})
+	if err != nil {
+		fatal(log, fmt.Errorf("preparing the agent: %w", err))
+	}
+	hs.Handler = srv
+	srv.Start(ctx)
+	log.Info("agent serving", "step", "serve", "addr", ln.Addr().String())
+	err = hs.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		<-srv.PoweredOff() // the poweroff reboots; this returns only if it failed
+		err = errors.New("poweroff did not reboot")
+	}
+	fatal(log, fmt.Errorf("serving: %w", err))
+}
+
+// ignoreSignals keeps PID 1 alive through SIGTERM, SIGINT and SIGHUP (a
+// handler running as root could send them; uncaught, they would end the
+// agent and panic the kernel). Caught rather than ignored, so the handlers
+// the agent starts get the default dispositions back.
+func ignoreSignals(log *slog.Logger) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for s := range sig {
+		log.Warn("ignoring signal to PID 1; POST "+protocol.PoweroffPath+" powers off", "signal", s.String())
+	}
+}
+
+// fatal logs why the guest cannot go on and reboots it.
+func fatal(log *slog.Logger, err error) {
+	log.Error("agent failed", "err", err)
+	reboot(log, "fatal error")
+}
+
+func newHTTPServer(log *slog.Logger) *http.Server {
+	return &http.Server{
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// withDefaultEnv returns env with PATH and LANG set when they are missing.
+func withDefaultEnv(env []string) []string {
+	out := append([]string(nil), env...)
+	for _, kv := range []string{"PATH=" + defaultPath, "LANG=C.UTF-8"} {
+		key, _, _ := strings.Cut(kv, "=")
+		found := false
+		for _, e := range env {
+			if strings.HasPrefix(e, key+"=") {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// runDev serves the API for a handler on this machine, without booting.
+func runDev(log *slog.Logger, args []string) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	configPath := fs.String("config", "", "agent config: a JSON file or a config disk image (required)")
+	codeDir := fs.String("code", ".", "the function's code directory")
+	runDir := fs.String("run", "", "directory for the http-mode bootstrap (default: a new temporary directory)")
+	listen := fs.String("listen", "127.0.0.1:"+strconv.Itoa(protocol.AgentPort), "address to serve on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *configPath == "" {
+		return errors.New("-config is required (not PID 1, so there is no config disk to read)")
+	}
+	cfg, err := readConfigFile(*configPath)
+	if err != nil {
+		return err
+	}
+	if *runDir == "" {
+		d, err := os.MkdirTemp("", "faas-agent-")
+		if err != nil {
+			return fmt.Errorf("creating run directory: %w", err)
+		}
+		defer os.RemoveAll(d)
+		*runDir = d
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(cfg, server.Options{
+		CodeDir: *codeDir,
+		RunDir:  *runDir,
+		Logger:  log,
+		Poweroff: func(context.Context) error {
+			stop() // "powering off" a development agent ends it
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", *listen, err)
+	}
+	hs := newHTTPServer(log)
+	hs.Handler = srv
+	srv.Start(ctx)
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	log.Info("agent serving", "function", cfg.Name, "addr", ln.Addr().String(), "mode", cfg.Mode)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return errors.Join(hs.Shutdown(sctx), srv.Stop(sctx))
+}
+
+// readConfigFile reads an agent config from a config disk image or a plain
+// JSON file.
+func readConfigFile(path string) (*protocol.Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if bytes.HasPrefix(b, []byte(protocol.ConfigMagic)) {
+		return protocol.DecodeDisk(b)
+	}
+	var cfg protocol.Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("decoding config %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}

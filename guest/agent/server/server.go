@@ -1,0 +1,304 @@
+// Package server is the guest agent's HTTP API: it checks the per-VM secret,
+// reports the handler's health, powers the VM off on request and invokes the
+// function, either as one process per request (exec mode) or behind a
+// long-running per-language bootstrap (http mode).
+//
+// It knows nothing about being PID 1: the caller passes the code directory,
+// a Spawner (so a zombie reaper can stay away from the processes started
+// here) and the function that finally powers the machine off. Tests point
+// the code directory at a temporary folder.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/faasvm/appliance/guest/protocol"
+)
+
+// States reported by the health endpoint.
+const (
+	StateStarting = "starting"
+	StateReady    = "ready"
+	StateFailed   = "failed"
+)
+
+// Status is the handler's health as the health endpoint reports it.
+type Status struct {
+	State string `json:"status"`
+	Error string `json:"error,omitempty"`
+}
+
+// Spawner starts cmd. As PID 1 the agent passes one that registers the
+// process with its zombie reaper, so the reaper never collects an exit status
+// that cmd.Wait is due to collect; release is called once cmd.Wait returned.
+type Spawner interface {
+	Spawn(cmd *exec.Cmd) (release func(), err error)
+}
+
+// directSpawner starts processes with no reaper to coordinate with.
+type directSpawner struct{}
+
+func (directSpawner) Spawn(cmd *exec.Cmd) (func(), error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() {}, nil
+}
+
+var _ Spawner = directSpawner{}
+
+// Defaults for the zero values of Options.
+const (
+	DefaultStopGrace  = 5 * time.Second
+	DefaultMaxOutput  = 32 << 20
+	DefaultMaxBody    = 32 << 20
+	DefaultRestartMin = 100 * time.Millisecond
+	DefaultRestartMax = 10 * time.Second
+)
+
+// stderrTailSize is how much of a handler's stderr an error response carries.
+const stderrTailSize = 4 << 10
+
+// Options are the host-independent parts of the agent's environment.
+type Options struct {
+	// CodeDir holds the function's code (protocol.CodeDir in the guest).
+	// Handlers run with it as their working directory.
+	CodeDir string
+	// RunDir is a writable directory for the http-mode bootstrap (/run/faas
+	// in the guest).
+	RunDir string
+	// Env is the base environment of handler processes; nil means the
+	// agent's own.
+	Env []string
+	// Console receives handler log lines, prefixed with the function name;
+	// nil means os.Stdout (the serial console in the guest).
+	Console io.Writer
+	// Logger is the agent's own log; nil means slog.Default().
+	Logger *slog.Logger
+	// Spawner starts handler processes; nil starts them directly.
+	Spawner Spawner
+	// Poweroff is called after a poweroff request, once the handler has
+	// stopped. Nil means the handler is only stopped.
+	Poweroff func(ctx context.Context) error
+	// StopGrace is how long a handler has between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+	// MaxOutput bounds the stdout an exec-mode handler may produce.
+	MaxOutput int64
+	// MaxBody bounds the request body an exec-mode handler is given.
+	MaxBody int64
+	// RestartMin and RestartMax bound the backoff between restarts of a
+	// crashed http-mode bootstrap.
+	RestartMin, RestartMax time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Env == nil {
+		o.Env = os.Environ()
+	}
+	if o.Console == nil {
+		o.Console = os.Stdout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Spawner == nil {
+		o.Spawner = directSpawner{}
+	}
+	if o.StopGrace <= 0 {
+		o.StopGrace = DefaultStopGrace
+	}
+	if o.MaxOutput <= 0 {
+		o.MaxOutput = DefaultMaxOutput
+	}
+	if o.MaxBody <= 0 {
+		o.MaxBody = DefaultMaxBody
+	}
+	if o.RestartMin <= 0 {
+		o.RestartMin = DefaultRestartMin
+	}
+	if o.RestartMax < o.RestartMin {
+		o.RestartMax = max(DefaultRestartMax, o.RestartMin)
+	}
+}
+
+// handler runs the function in one of the modes.
+type handler interface {
+	http.Handler
+	// start begins whatever runs for the agent's lifetime (ctx).
+	start(ctx context.Context)
+	status() Status
+	// stop ends every handler process: SIGTERM, then SIGKILL after the grace.
+	stop(ctx context.Context) error
+}
+
+// Server is the agent's HTTP API. Start it, serve it, Stop it.
+type Server struct {
+	cfg        protocol.Config
+	log        *slog.Logger
+	handler    handler
+	poweroff   func(ctx context.Context) error
+	grace      time.Duration
+	powerOnce  sync.Once
+	poweredOff chan struct{} // closed once the poweroff sequence has run
+}
+
+// New validates cfg and prepares the handler; nothing runs before Start.
+// A runtime without a bootstrap is not an error here: the health endpoint
+// reports it as failed, so the host sees why.
+func New(cfg *protocol.Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.CodeDir == "" {
+		return nil, errors.New("agent server: no code directory")
+	}
+	if cfg.Mode == protocol.ModeHTTP && opts.RunDir == "" {
+		return nil, errors.New("agent server: http mode needs a run directory for the bootstrap")
+	}
+	codeDir, err := filepath.Abs(opts.CodeDir)
+	if err != nil {
+		return nil, fmt.Errorf("agent server: code directory: %w", err)
+	}
+	opts.CodeDir = codeDir
+	opts.setDefaults()
+	s := &Server{
+		cfg:        *cfg,
+		log:        opts.Logger.With("function", cfg.Name, "mode", cfg.Mode),
+		poweroff:   opts.Poweroff,
+		grace:      opts.StopGrace,
+		poweredOff: make(chan struct{}),
+	}
+	con := &console{w: opts.Console}
+	switch cfg.Mode {
+	case protocol.ModeExec:
+		s.handler = newExecHandler(&s.cfg, opts, con, s.log)
+	case protocol.ModeHTTP:
+		s.handler = newHTTPHandler(&s.cfg, opts, con, s.log)
+	}
+	return s, nil
+}
+
+// Start launches the handler (the bootstrap in http mode). ctx bounds the
+// handler's lifetime, not just the start.
+func (s *Server) Start(ctx context.Context) {
+	s.handler.start(ctx)
+}
+
+// Status reports the handler's health.
+func (s *Server) Status() Status { return s.handler.status() }
+
+// Stop ends the handler's processes, forcing them after the stop grace; ctx
+// bounds the wait.
+func (s *Server) Stop(ctx context.Context) error {
+	return s.handler.stop(ctx)
+}
+
+// ServeHTTP checks the secret, then routes to health, poweroff or the function.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.authorised(r) {
+		writeError(w, http.StatusForbidden, "missing or wrong "+protocol.SecretHeader+" header")
+		return
+	}
+	switch r.URL.Path {
+	case protocol.HealthPath:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			writeError(w, http.StatusMethodNotAllowed, "health wants GET")
+			return
+		}
+		s.serveHealth(w)
+	case protocol.PoweroffPath:
+		if r.Method != http.MethodPost {
+			writeError(w, http.StatusMethodNotAllowed, "poweroff wants POST")
+			return
+		}
+		s.servePoweroff(w)
+	default:
+		s.handler.ServeHTTP(w, r)
+	}
+}
+
+func (s *Server) authorised(r *http.Request) bool {
+	got := r.Header.Get(protocol.SecretHeader)
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Secret)) == 1
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter) {
+	st := s.handler.status()
+	code := http.StatusOK
+	if st.State != StateReady {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, st)
+}
+
+// servePoweroff answers first, then stops the handler and powers off in the
+// background: the host learns the request was accepted, then sees the VM exit.
+func (s *Server) servePoweroff(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "powering off"})
+	go s.powerOff()
+}
+
+func (s *Server) powerOff() {
+	s.powerOnce.Do(func() {
+		defer close(s.poweredOff)
+		// Not the request's context: the request is answered before this runs.
+		ctx, cancel := context.WithTimeout(context.Background(), s.grace+5*time.Second)
+		defer cancel()
+		s.log.Info("powering off", "step", "poweroff")
+		if err := s.Stop(ctx); err != nil {
+			s.log.Error("stopping handler before poweroff", "step", "poweroff", "err", err)
+		}
+		if s.poweroff == nil {
+			return
+		}
+		if err := s.poweroff(ctx); err != nil {
+			s.log.Error("powering off", "step", "poweroff", "err", err)
+		}
+	})
+}
+
+// PoweredOff is closed once a poweroff request has been carried out (in the
+// guest the machine is gone by then; tests can wait on it).
+func (s *Server) PoweredOff() <-chan struct{} { return s.poweredOff }
+
+// writeJSON writes v as a JSON response.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b = []byte(fmt.Sprintf(`{"error":%q}`, "encoding response: "+err.Error()))
+		code = http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n')) // the client may be gone; nothing to do about it
+}
+
+// agentError is the body of every response the agent writes itself.
+type agentError struct {
+	Error string `json:"error"`
+	// Stderr is the tail of a failed exec-mode handler's stderr.
+	Stderr *string `json:"stderr,omitempty"`
+}
+
+// writeError writes an agent-generated error.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeAgentError(w, code, agentError{Error: msg})
+}
+
+func writeAgentError(w http.ResponseWriter, code int, e agentError) {
+	w.Header().Set(protocol.AgentErrorHeader, "1")
+	writeJSON(w, code, e)
+}
