@@ -87,6 +87,17 @@ const (
 func NewVM(name string) *api.VM {
 	v := &api.VM{}
 	scheme.Scheme.Default(v)
+	// Defaulting the internal type leaves these unset; use Ignite's
+	// v1alpha4 defaults.
+	if v.Spec.CPUs == 0 {
+		v.Spec.CPUs = 1
+	}
+	if v.Spec.Memory.Bytes() == 0 {
+		v.Spec.Memory = meta.NewSizeFromBytes(512 * 1024 * 1024)
+	}
+	if v.Spec.DiskSize.Bytes() == 0 {
+		v.Spec.DiskSize = meta.NewSizeFromBytes(4 * 1024 * 1024 * 1024)
+	}
 	if v.Spec.Kernel.OCI.IsUnset() {
 		v.Spec.Kernel.OCI, _ = meta.NewOCIImageRef(DefaultKernelImage)
 	}

@@ -1,0 +1,227 @@
+package qemu
+
+import (
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// flagValues returns the values that follow each occurrence of flag.
+func flagValues(args []string, flag string) []string {
+	var out []string
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag {
+			out = append(out, args[i+1])
+		}
+	}
+	return out
+}
+
+func TestBuildQEMUArgsFull(t *testing.T) {
+	got := buildQEMUArgs(qemuArgs{
+		Name: "hello", Accel: AccelTCG, MemoryMiB: 256, CPUs: 1,
+		Kernel: "/k/vmlinux", Initrd: "/k/initrd.cpio",
+		CmdLine: kernelCmdLine(2596144, ""),
+		RootFS:  "/img/python3.ext4", Code: "/img/code.ext4", Config: "/s/vms/u1/config.img",
+		Netdev: userNetdev(), MAC: "02:00:00:00:00:01", Dir: "/s/vms/u1",
+	})
+	want := []string{
+		"-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on", "-accel", "tcg", "-cpu", "max",
+		"-name", "guest=hello", "-m", "256", "-smp", "1",
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-kernel", "/k/vmlinux", "-initrd", "/k/initrd.cpio",
+		"-append", "console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=2596144 tsc=reliable cryptomgr.notests",
+		"-drive", "file=/img/python3.ext4,format=raw,if=none,id=root,readonly=on", "-device", "virtio-blk-device,drive=root",
+		"-drive", "file=/img/code.ext4,format=raw,if=none,id=code,readonly=on", "-device", "virtio-blk-device,drive=code",
+		"-drive", "file=/s/vms/u1/config.img,format=raw,if=none,id=config,readonly=on", "-device", "virtio-blk-device,drive=config",
+		"-netdev", "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:0-:8080",
+		"-device", "virtio-net-device,netdev=n0,mac=02:00:00:00:00:01",
+		"-chardev", "file,id=con,path=/s/vms/u1/console.log", "-serial", "chardev:con",
+		"-qmp", "unix:/s/vms/u1/qmp.sock,server=on,wait=off",
+		"-pidfile", "/s/vms/u1/qemu.pid",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("buildQEMUArgs:\ngot  %q\nwant %q", got, want)
+	}
+}
+
+func TestBuildQEMUArgs(t *testing.T) {
+	base := qemuArgs{
+		Name: "fn", Accel: AccelTCG, MemoryMiB: 256, CPUs: 1,
+		Kernel: "/k/vmlinux", Initrd: "/k/initrd", CmdLine: "console=ttyS0",
+		RootFS: "/r.ext4", Code: "/c.ext4", Config: "/d/config.img",
+		Netdev: userNetdev(), MAC: "02:00:00:00:00:01", Dir: "/d",
+	}
+	tests := []struct {
+		name   string
+		modify func(a *qemuArgs)
+		want   map[string][]string // flag -> all its values, in order
+	}{
+		{
+			name:   "tcg",
+			modify: func(a *qemuArgs) {},
+			want:   map[string][]string{"-accel": {"tcg"}, "-cpu": {"max"}},
+		},
+		{
+			name:   "kvm",
+			modify: func(a *qemuArgs) { a.Accel = AccelKVM },
+			want:   map[string][]string{"-accel": {"kvm"}, "-cpu": {"host"}},
+		},
+		{
+			name:   "memory and cpus",
+			modify: func(a *qemuArgs) { a.MemoryMiB, a.CPUs = 1024, 4 },
+			want:   map[string][]string{"-m": {"1024"}, "-smp": {"4"}},
+		},
+		{
+			name:   "egress off",
+			modify: func(a *qemuArgs) {},
+			want:   map[string][]string{"-netdev": {"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:0-:8080"}},
+		},
+		{
+			name:   "egress on",
+			modify: func(a *qemuArgs) { a.Netdev = streamNetdev(streamFD) },
+			want:   map[string][]string{"-netdev": {"stream,id=n0,server=off,addr.type=fd,addr.str=3"}},
+		},
+		{
+			name:   "cmdline append",
+			modify: func(a *qemuArgs) { a.CmdLine = kernelCmdLine(0, "  faas.debug=1 loglevel=7 ") },
+			want: map[string][]string{"-append": {
+				"console=ttyS0 reboot=t panic=-1 quiet tsc=reliable cryptomgr.notests faas.debug=1 loglevel=7"}},
+		},
+		{
+			name: "commas in paths are doubled",
+			modify: func(a *qemuArgs) {
+				a.RootFS, a.Dir, a.Config, a.Name = "/img/a,b.ext4", "/s,t/vm", "/s,t/vm/config.img", "x,y"
+			},
+			want: map[string][]string{
+				"-drive": {
+					"file=/img/a,,b.ext4,format=raw,if=none,id=root,readonly=on",
+					"file=/c.ext4,format=raw,if=none,id=code,readonly=on",
+					"file=/s,,t/vm/config.img,format=raw,if=none,id=config,readonly=on",
+				},
+				"-chardev": {"file,id=con,path=/s,,t/vm/console.log"},
+				"-qmp":     {"unix:/s,,t/vm/qmp.sock,server=on,wait=off"},
+				"-name":    {"guest=x,,y"},
+				"-pidfile": {"/s,t/vm/qemu.pid"},
+			},
+		},
+		{
+			name:   "every disk read-only, virtio-mmio devices",
+			modify: func(a *qemuArgs) {},
+			want: map[string][]string{"-device": {
+				"virtio-blk-device,drive=root", "virtio-blk-device,drive=code", "virtio-blk-device,drive=config",
+				"virtio-net-device,netdev=n0,mac=02:00:00:00:00:01",
+			}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := base
+			tt.modify(&a)
+			args := buildQEMUArgs(a)
+			for flag, want := range tt.want {
+				if got := flagValues(args, flag); !slices.Equal(got, want) {
+					t.Errorf("%s: got %q, want %q", flag, got, want)
+				}
+			}
+			for _, d := range flagValues(args, "-drive") {
+				if !strings.HasSuffix(d, ",readonly=on") {
+					t.Errorf("drive %q: got a writable disk, want readonly=on", d)
+				}
+			}
+		})
+	}
+}
+
+func TestKernelCmdLine(t *testing.T) {
+	tests := []struct {
+		name  string
+		tsc   int
+		extra string
+		want  string
+	}{
+		{"tsc known", 2596144, "", "console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=2596144 tsc=reliable cryptomgr.notests"},
+		{"tsc unknown", 0, "", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable cryptomgr.notests"},
+		{"extra appended last", 1000, "faas.probe=1", "console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=1000 tsc=reliable cryptomgr.notests faas.probe=1"},
+		{"blank extra ignored", 0, " \t", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable cryptomgr.notests"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := kernelCmdLine(tt.tsc, tt.extra); got != tt.want {
+				t.Errorf("kernelCmdLine(%d, %q): got %q, want %q", tt.tsc, tt.extra, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBuildPasstArgs(t *testing.T) {
+	got := buildPasstArgs(passtArgs{FD: 3, HostPort: 41234, Dir: "/s/vms/u1"})
+	want := []string{
+		"--foreground", "--one-off", "--fd", "3",
+		"--log-file", "/s/vms/u1/passt.log",
+		"--ipv4-only", "--no-map-gw",
+		"--address", "10.0.2.15", "--netmask", "24", "--gateway", "10.0.2.2",
+		"--dns", "10.0.2.3", "--dns-forward", "10.0.2.3",
+		"--tcp-ports", "127.0.0.1/41234:8080",
+		"--udp-ports", "none",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("buildPasstArgs:\ngot  %q\nwant %q", got, want)
+	}
+}
+
+func TestProbeArgs(t *testing.T) {
+	args := probeArgs("/k/vmlinux", "/k/initrd", 2000000)
+	for flag, want := range map[string][]string{
+		"-accel":  {"kvm"},
+		"-cpu":    {"host"},
+		"-kernel": {"/k/vmlinux"},
+		"-initrd": {"/k/initrd"},
+		"-append": {"console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=2000000 tsc=reliable cryptomgr.notests faas.probe=1"},
+		"-serial": {"chardev:con"},
+		"-drive":  nil,
+		"-netdev": nil,
+	} {
+		if got := flagValues(args, flag); !slices.Equal(got, want) {
+			t.Errorf("%s: got %q, want %q", flag, got, want)
+		}
+	}
+	if !slices.Contains(args, "-no-reboot") {
+		t.Errorf("probe args %q: got no -no-reboot, want it (the probe guest's reboot must end QEMU)", args)
+	}
+}
+
+func TestMACFromUID(t *testing.T) {
+	format := regexp.MustCompile(`^([0-9a-f]{2}:){5}[0-9a-f]{2}$`)
+	uids := []string{
+		"408f2f15-5581-40a7-beac-f073c9b3e9e1",
+		"408f2f15-5581-40a7-beac-f073c9b3e9e2",
+		"a",
+		"",
+	}
+	seen := map[string]string{}
+	for _, uid := range uids {
+		t.Run(uid, func(t *testing.T) {
+			mac := macFromUID(uid)
+			if !format.MatchString(mac) {
+				t.Fatalf("macFromUID(%q): got %q, want six lowercase hex octets", uid, mac)
+			}
+			if again := macFromUID(uid); again != mac {
+				t.Errorf("macFromUID(%q): got %q then %q, want the same twice", uid, mac, again)
+			}
+			// First octet 0x02: locally administered (bit 1 set), unicast (bit 0 clear).
+			if !strings.HasPrefix(mac, "02:") {
+				t.Errorf("macFromUID(%q): got %q, want a locally administered unicast address (02:...)", uid, mac)
+			}
+			if other, dup := seen[mac]; dup {
+				t.Errorf("macFromUID(%q) = %q, the same as for %q", uid, mac, other)
+			}
+			seen[mac] = uid
+		})
+	}
+	// Pinned: a change would give every existing VM a new MAC.
+	if got, want := macFromUID("408f2f15-5581-40a7-beac-f073c9b3e9e1"), "02:41:49:cc:2d:97"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,280 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/faasvm/appliance/guest/protocol"
+	"github.com/faasvm/appliance/internal/vm"
+)
+
+// machine is one running QEMU VM.
+type machine struct {
+	e        *Engine
+	log      *slog.Logger
+	id, name string
+	dir      string
+	endpoint string
+	secret   string
+	qemu     *process
+	passt    *process // nil without egress
+
+	exited  chan struct{} // closed after QEMU exited and exitErr is set
+	exitErr error         // why QEMU ended, with its stderr and console tails
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+var _ vm.Machine = (*machine)(nil)
+
+func newMachine(b *boot) *machine {
+	m := &machine{
+		e:        b.e,
+		log:      b.log,
+		id:       string(b.spec.VM.UID),
+		name:     b.spec.VM.Name,
+		dir:      b.dir,
+		endpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(b.hostPort)),
+		secret:   b.spec.Agent.Secret,
+		qemu:     b.qemu,
+		passt:    b.passt,
+		exited:   make(chan struct{}),
+	}
+	var (
+		mu        sync.Mutex
+		passtDied error // set if passt ended first and QEMU was killed for it
+	)
+	if m.passt != nil {
+		go func() {
+			select {
+			case <-m.qemu.done:
+				return
+			case <-m.passt.done:
+			}
+			// When QEMU ends first passt follows at once; give QEMU's own
+			// end a moment to be seen before blaming passt.
+			t := time.NewTimer(exitGrace)
+			defer t.Stop()
+			select {
+			case <-m.qemu.done:
+				return
+			case <-t.C:
+			}
+			mu.Lock()
+			passtDied = m.passt.exitError(b.path(passtStderrName))
+			mu.Unlock()
+			m.log.Warn("passt ended, killing the vm: it has no network", "error", passtDied)
+			m.qemu.kill()
+		}()
+	}
+	go func() {
+		<-m.qemu.done
+		// Read the logs' tails now: Stop removes them once exited closes.
+		err := b.withConsole(m.qemu.exitError(b.path(qemuStderrName)))
+		mu.Lock()
+		if passtDied != nil {
+			err = fmt.Errorf("%w, killed by the engine after %w", err, passtDied)
+		}
+		mu.Unlock()
+		m.exitErr = err
+		close(m.exited)
+	}()
+	return m
+}
+
+// ID is the VM's UID.
+func (m *machine) ID() string { return m.id }
+
+// Endpoint is the loopback host:port where the guest agent answers.
+func (m *machine) Endpoint() string { return m.endpoint }
+
+// ConsoleLog is the host path of the VM's console log. Stop removes it (or
+// moves it to Config.KeepLogsDir).
+func (m *machine) ConsoleLog() string { return filepath.Join(m.dir, consoleLogName) }
+
+// Wait blocks until QEMU exits, returning an error that wraps vm.ErrExited
+// and says why, or until ctx is done. After it returns, call Stop to release
+// the VM's host resources.
+func (m *machine) Wait(ctx context.Context) error {
+	select {
+	case <-m.exited:
+		return fmt.Errorf("vm %s: %w: %w", m.name, vm.ErrExited, m.exitErr)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop powers the VM off and removes its directory. It asks the agent to
+// power off and waits up to Config.StopTimeout (or ctx's deadline, if
+// sooner); then tells QEMU to quit over QMP; then kills QEMU's process
+// group. Only the first call does anything; later calls return its result.
+func (m *machine) Stop(ctx context.Context) error {
+	m.stopOnce.Do(func() { m.stopErr = m.stop(ctx) })
+	return m.stopErr
+}
+
+func (m *machine) stop(ctx context.Context) error {
+	begin := time.Now()
+	how := "already exited"
+	var errs []error
+	if !m.qemu.exited() {
+		var err error
+		how, err = m.shutdown(ctx)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if m.qemu.exited() {
+		<-m.exited
+	}
+	if m.passt != nil {
+		// passt ends by itself once QEMU's end of their socket closes.
+		t := time.NewTimer(passtExitWait)
+		select {
+		case <-m.passt.done:
+		case <-t.C:
+			if err := m.passt.killAndWait(killWait); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		t.Stop()
+	}
+	if len(errs) == 0 { // never delete the files of a process that may still run
+		if m.e.cfg.KeepLogsDir != "" {
+			if err := m.keepConsoleLog(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := os.RemoveAll(m.dir); err != nil {
+			errs = append(errs, fmt.Errorf("removing vm dir: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("stopping vm %s (%s): %w", m.name, how, errors.Join(errs...))
+	}
+	m.log.Info("vm stopped", "how", how, "took", time.Since(begin))
+	return nil
+}
+
+// shutdown ends QEMU as gently as time allows and says how it ended.
+func (m *machine) shutdown(ctx context.Context) (how string, err error) {
+	grace, cancel := context.WithTimeout(ctx, m.e.cfg.StopTimeout)
+	defer cancel()
+	if err := m.requestPoweroff(grace); err != nil {
+		m.log.Debug("agent poweroff failed", "error", err)
+	} else {
+		select {
+		case <-m.qemu.done:
+			return "poweroff", nil
+		case <-grace.Done():
+		}
+	}
+
+	// The quit gets its own short bound: ctx may already be over, and the
+	// alternative is a kill.
+	qctx, qcancel := context.WithTimeout(context.WithoutCancel(ctx), qmpQuitTimeout)
+	defer qcancel()
+	if err := m.qmpQuit(qctx); err != nil {
+		m.log.Debug("qmp quit failed", "error", err)
+	} else {
+		select {
+		case <-m.qemu.done:
+			return "qmp quit", nil
+		case <-qctx.Done():
+		}
+	}
+
+	if err := m.qemu.killAndWait(killWait); err != nil {
+		return "kill", err
+	}
+	return "kill", nil
+}
+
+// requestPoweroff asks the agent to power the guest off. It returns at once
+// if the agent cannot be reached, so the caller waits only when the guest
+// may really be shutting down.
+func (m *machine) requestPoweroff(ctx context.Context) error {
+	status, err := m.e.agentRequest(ctx, http.MethodPost, m.endpoint, protocol.PoweroffPath, m.secret)
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		// Nothing listens: the guest cannot power itself off.
+		return err
+	case err != nil:
+		// The guest may have gone down mid-answer: wait and see.
+		m.log.Debug("poweroff request ended early", "error", err)
+		return nil
+	case status/100 != 2:
+		return fmt.Errorf("poweroff answered %d", status)
+	}
+	return nil
+}
+
+// qmpQuit tells QEMU to exit.
+func (m *machine) qmpQuit(ctx context.Context) error {
+	c, err := dialQMP(ctx, filepath.Join(m.dir, qmpSocketName))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.execute(ctx, "quit", nil)
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		return nil // QEMU closed the socket as it went
+	}
+	return err
+}
+
+// keepConsoleLog moves the console log to Config.KeepLogsDir.
+func (m *machine) keepConsoleLog() error {
+	src := m.ConsoleLog()
+	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	dir := m.e.cfg.KeepLogsDir
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("keeping console log: %w", err)
+	}
+	dst := filepath.Join(dir, m.name+"-"+m.id+".console.log")
+	if err := os.Rename(src, dst); err == nil {
+		return nil
+	} else if !errors.Is(err, syscall.EXDEV) {
+		return fmt.Errorf("keeping console log: %w", err)
+	}
+	if err := copyFile(dst, src); err != nil {
+		return fmt.Errorf("keeping console log: %w", err)
+	}
+	return nil
+}
+
+// copyFile copies src to a new file dst.
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// passtExitWait is how long Stop lets passt notice QEMU is gone.
+const passtExitWait = 2 * time.Second
