@@ -1,0 +1,21 @@
+# `make test` installs what the suite needs (apt packages, kernel assets,
+# Docker engine, base images) and runs every test, real-VM tests included.
+.PHONY: test unit agent bench lint
+
+test:
+	bash scripts/test.sh
+
+# Unit tests only: no VM, no Docker (fast feedback while editing).
+unit:
+	go test -short ./...
+
+agent:
+	mkdir -p .cache/bin
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o .cache/bin/agent ./guest/agent
+
+bench:
+	bash scripts/bench.sh
+
+lint:
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
+	go vet ./...
