@@ -14,3 +14,4 @@ bash scripts/docker-engine.sh >/dev/null
 bash scripts/base-images.sh >/dev/null
 go test -run '^$' -bench 'BenchmarkBoot' -benchtime 7x ./internal/vm/qemu
 go test -run '^$' -bench 'BenchmarkWarm' -benchtime 50x ./internal/vm/qemu
+go test -run "^$" -bench BenchmarkFolderToFirst200 -benchtime 5x ./cmd/appliance

@@ -93,7 +93,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ctrl := controller.New(controller.Options{
 		FunctionsDir: cfg.FunctionsDir, Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
 		Defaults: function.Defaults{
-			Timeout: cfg.InvokeTimeout, Memory: cfg.DefaultMemory.String(), CPUs: cfg.DefaultCPUs, Egress: cfg.Egress,
+			Timeout: cfg.InvokeTimeout, Memory: fmt.Sprintf("%dMB", int64(cfg.DefaultMemory)>>20), CPUs: cfg.DefaultCPUs, Egress: cfg.Egress,
 			MinReplicas: cfg.MinReplicas, MaxReplicas: cfg.MaxReplicas, Concurrency: cfg.Concurrency,
 			IdleTimeout: cfg.IdleTimeout, TargetUtilization: cfg.TargetUtilization, MaxSize: image.DefaultCodeSizeLimit,
 		},

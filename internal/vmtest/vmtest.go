@@ -28,8 +28,14 @@ type Assets struct {
 
 // Load finds and prepares the assets, failing tb with what to run when
 // something is missing.
+//
+// Under -short (`make unit`, an explicit request for unit tests only) the
+// calling test is skipped; `make test` and CI never pass -short.
 func Load(tb testing.TB) *Assets {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("-short: real-VM test not run (make test runs it)")
+	}
 	env := func(name string) string {
 		v := os.Getenv(name)
 		if v == "" {

@@ -95,6 +95,13 @@ func newHTTPHandler(cfg *protocol.Config, opts Options, con *console, log *slog.
 			pr.Out.URL.Host = addr
 			pr.Out.Host = pr.In.Host
 			pr.Out.Header.Del(protocol.SecretHeader)
+			// Rewrite drops X-Forwarded-*; the host's gateway set them and
+			// the handler should see who called it.
+			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v := pr.In.Header.Values(h); len(v) > 0 {
+					pr.Out.Header[h] = v
+				}
+			}
 		},
 		Transport: h.transport,
 		ModifyResponse: func(resp *http.Response) error {

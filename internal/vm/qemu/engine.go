@@ -14,6 +14,7 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -440,6 +441,7 @@ func (b *boot) agentReady(ctx context.Context) error {
 	defer func() { cancel(); wg.Wait() }()
 	type result struct {
 		status int
+		body   []byte
 		err    error
 	}
 	results := make(chan result, healthMaxInFlight)
@@ -450,8 +452,8 @@ func (b *boot) agentReady(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			status, err := b.e.agentRequest(checkCtx, http.MethodGet, endpoint, protocol.HealthPath, b.spec.Agent.Secret)
-			results <- result{status, err}
+			status, body, err := b.e.agentRequest(checkCtx, http.MethodGet, endpoint, protocol.HealthPath, b.spec.Agent.Secret)
+			results <- result{status, body, err}
 		}()
 	}
 	check()
@@ -467,6 +469,10 @@ func (b *boot) agentReady(ctx context.Context) error {
 				return nil
 			case r.err == nil && r.status == http.StatusForbidden:
 				return fmt.Errorf("agent at %s refused the secret (403)", endpoint)
+			case r.err == nil && r.status == http.StatusServiceUnavailable && handlerFailed(r.body) != "":
+				// The handler could not start (it crashed at import, say):
+				// waiting longer only delays the reason reaching the user.
+				return b.withConsole(fmt.Errorf("handler failed to start: %s", handlerFailed(r.body)))
 			case r.err == nil:
 				last = fmt.Errorf("health check answered %d", r.status)
 			case ctx.Err() == nil:
@@ -496,21 +502,37 @@ func (b *boot) withConsole(err error) error {
 
 // agentRequest sends a bodiless request with the VM's secret to the agent
 // and returns the response status.
-func (e *Engine) agentRequest(ctx context.Context, method, endpoint, path, secret string) (int, error) {
+func (e *Engine) agentRequest(ctx context.Context, method, endpoint, path, secret string) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, agentRequestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+endpoint+path, nil)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	req.Header.Set(protocol.SecretHeader, secret)
 	resp, err := e.client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, nil
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, body, err
+}
+
+// handlerFailed returns the agent's reason when a health answer says the
+// handler failed to start, "" otherwise.
+func handlerFailed(body []byte) string {
+	var h struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+	}
+	if json.Unmarshal(body, &h) != nil || h.Status != "failed" {
+		return ""
+	}
+	if h.Error == "" {
+		return "no reason given"
+	}
+	return h.Error
 }
 
 // freeLoopbackPort returns a TCP port that was free on 127.0.0.1 a moment

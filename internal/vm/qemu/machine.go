@@ -206,7 +206,7 @@ func (m *machine) shutdown(ctx context.Context) (how string, err error) {
 // if the agent cannot be reached, so the caller waits only when the guest
 // may really be shutting down.
 func (m *machine) requestPoweroff(ctx context.Context) error {
-	status, err := m.e.agentRequest(ctx, http.MethodPost, m.endpoint, protocol.PoweroffPath, m.secret)
+	status, _, err := m.e.agentRequest(ctx, http.MethodPost, m.endpoint, protocol.PoweroffPath, m.secret)
 	var opErr *net.OpError
 	switch {
 	case errors.As(err, &opErr) && opErr.Op == "dial":

@@ -1,0 +1,293 @@
+package ignite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/faasvm/appliance/guest/protocol"
+	"github.com/faasvm/appliance/internal/vm"
+)
+
+// machine is one running Ignite VM. A watcher goroutine asks Ignite every
+// Config.StatusInterval whether the VM still runs and refreshes the console
+// log file every Config.LogInterval, until the VM stops or Stop is called.
+type machine struct {
+	e           *Engine
+	log         *slog.Logger
+	id          string // the appliance's VM UID
+	uid         string // Ignite UID
+	name        string // Ignite VM name
+	dir         string
+	endpoint    string
+	secret      string
+	containerID string
+
+	cancelWatch context.CancelFunc
+	watchDone   chan struct{}
+	exitOnce    sync.Once
+	exited      chan struct{} // closed once the VM is known to have stopped
+	exitErr     error         // why; read only after exited is closed
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+var _ vm.Machine = (*machine)(nil)
+
+func newMachine(b *boot) *machine {
+	ctx, cancel := context.WithCancel(context.Background()) // the VM's life, not the boot's
+	m := &machine{
+		e:           b.e,
+		log:         b.log,
+		id:          string(b.spec.VM.UID),
+		uid:         b.uid,
+		name:        b.name,
+		dir:         b.dir,
+		endpoint:    b.endpointAddr(),
+		secret:      b.spec.Agent.Secret,
+		containerID: b.containerID,
+		cancelWatch: cancel,
+		watchDone:   make(chan struct{}),
+		exited:      make(chan struct{}),
+	}
+	go m.watch(ctx)
+	return m
+}
+
+// ID is the VM's UID (the appliance's, not Ignite's).
+func (m *machine) ID() string { return m.id }
+
+// Endpoint is the VM's IP on Ignite's network and the agent's port.
+func (m *machine) Endpoint() string { return m.endpoint }
+
+// ConsoleLog is the host path of a copy of the VM's console, refreshed
+// every Config.LogInterval while the VM runs and once more when it stops
+// (the last lines before an unexpected stop are there only with the docker
+// runtime). Stop removes it (or moves it to Config.KeepLogsDir).
+func (m *machine) ConsoleLog() string { return filepath.Join(m.dir, consoleLogName) }
+
+// Wait blocks until the VM stops, returning an error that wraps
+// vm.ErrExited and says what Ignite reported, or until ctx is done. After
+// it returns, call Stop to remove the VM.
+func (m *machine) Wait(ctx context.Context) error {
+	select {
+	case <-m.exited:
+		return fmt.Errorf("vm %s: %w: %w", m.name, vm.ErrExited, m.exitErr)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// markExited records that the VM stopped, once.
+func (m *machine) markExited(err error) {
+	m.exitOnce.Do(func() {
+		m.exitErr = err
+		close(m.exited)
+	})
+}
+
+func (m *machine) hasExited() bool {
+	select {
+	case <-m.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// watch follows the VM until it stops or ctx (cancelled by Stop) ends.
+func (m *machine) watch(ctx context.Context) {
+	defer close(m.watchDone)
+	status := time.NewTicker(m.e.cfg.StatusInterval)
+	defer status.Stop()
+	logs := time.NewTicker(m.e.cfg.LogInterval)
+	defer logs.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-logs.C:
+			m.saveConsole(ctx)
+		case <-status.C:
+			st, err := m.e.status(ctx, m.uid)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				if !failing {
+					m.log.Warn("cannot read the vm's state from ignite; will retry", "error", err)
+				}
+				failing = true
+				continue
+			case st == stateRunning:
+				failing = false
+				continue
+			}
+			m.saveConsole(ctx)
+			m.log.Warn("vm stopped by itself", "state", st.String())
+			m.markExited(fmt.Errorf("ignite reports the vm %s%s", st, m.consoleSuffix()))
+			return
+		}
+	}
+}
+
+// saveConsole refreshes the console log file. Failures are logged only at
+// debug level: the VM may be going away, and the file keeps what it had.
+func (m *machine) saveConsole(ctx context.Context) {
+	out, err := m.e.console(ctx, m.uid, m.containerID)
+	if err == nil {
+		err = writeConsole(m.dir, out)
+	}
+	if err != nil && ctx.Err() == nil {
+		m.log.Debug("refreshing the console log", "error", err)
+	}
+}
+
+// consoleSuffix quotes the tail of the saved console log.
+func (m *machine) consoleSuffix() string {
+	b, err := os.ReadFile(m.ConsoleLog())
+	if err != nil {
+		return "; console log empty"
+	}
+	return "; console: " + tail(b, consoleTailBytes)
+}
+
+// Stop powers the VM off and removes it and its directory: it asks the
+// agent to power off and waits up to Config.StopTimeout (or ctx's deadline,
+// if sooner) for Ignite to see the VM stopped, then removes it with
+// `ignite rm -f`, which kills it if it still runs. The removal gets its own
+// Config.CommandTimeout even when ctx is over. Only the first call does
+// anything; later calls return its result.
+func (m *machine) Stop(ctx context.Context) error {
+	m.stopOnce.Do(func() { m.stopErr = m.stop(ctx) })
+	return m.stopErr
+}
+
+func (m *machine) stop(ctx context.Context) error {
+	begin := time.Now()
+	m.cancelWatch()
+	<-m.watchDone
+	how := "already stopped"
+	if !m.hasExited() {
+		how = m.shutdown(ctx)
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.e.cfg.CommandTimeout)
+	defer cancel()
+	m.saveConsole(rctx)
+	var errs []error
+	if err := m.e.remove(rctx, m.uid); err != nil {
+		errs = append(errs, fmt.Errorf("removing vm: %w", err))
+	}
+	m.markExited(errors.New("stopped by the engine"))
+	if len(errs) == 0 { // a VM that may still exist keeps its files
+		if m.e.cfg.KeepLogsDir != "" {
+			if err := m.keepConsoleLog(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := os.RemoveAll(m.dir); err != nil {
+			errs = append(errs, fmt.Errorf("removing vm dir: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("stopping vm %s (%s): %w", m.name, how, errors.Join(errs...))
+	}
+	m.log.Info("vm stopped", "how", how, "took", time.Since(begin))
+	return nil
+}
+
+// shutdown asks the agent to power the guest off and waits for Ignite to
+// see it stopped. It says how the VM ended ("poweroff"), or that it will
+// be killed by the removal ("kill").
+func (m *machine) shutdown(ctx context.Context) string {
+	m.saveConsole(ctx) // the last chance while `ignite logs` still answers
+	grace, cancel := context.WithTimeout(ctx, m.e.cfg.StopTimeout)
+	defer cancel()
+	if err := m.requestPoweroff(grace); err != nil {
+		m.log.Debug("agent poweroff failed", "error", err)
+		return "kill"
+	}
+	tick := time.NewTicker(stopPollInterval)
+	defer tick.Stop()
+	for {
+		st, err := m.e.status(grace, m.uid)
+		if err == nil && st != stateRunning {
+			return "poweroff"
+		}
+		select {
+		case <-grace.Done():
+			return "kill"
+		case <-tick.C:
+		}
+	}
+}
+
+// requestPoweroff asks the agent to power the guest off. It fails at once
+// if nothing listens, so the caller waits only when the guest may really
+// be shutting down.
+func (m *machine) requestPoweroff(ctx context.Context) error {
+	status, err := m.e.agentRequest(ctx, http.MethodPost, m.endpoint, protocol.PoweroffPath, m.secret)
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return err
+	case err != nil:
+		// The guest may have gone down mid-answer: wait and see.
+		m.log.Debug("poweroff request ended early", "error", err)
+		return nil
+	case status/100 != 2:
+		return fmt.Errorf("poweroff answered %d", status)
+	}
+	return nil
+}
+
+// keepConsoleLog moves the console log to Config.KeepLogsDir.
+func (m *machine) keepConsoleLog() error {
+	src := m.ConsoleLog()
+	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	dir := m.e.cfg.KeepLogsDir
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("keeping console log: %w", err)
+	}
+	dst := filepath.Join(dir, m.name+"-"+m.id+".console.log")
+	if err := os.Rename(src, dst); err == nil {
+		return nil
+	} else if !errors.Is(err, syscall.EXDEV) {
+		return fmt.Errorf("keeping console log: %w", err)
+	}
+	if err := copyFile(dst, src); err != nil {
+		return fmt.Errorf("keeping console log: %w", err)
+	}
+	return nil
+}
+
+// copyFile copies src to a new file dst.
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
