@@ -30,6 +30,9 @@ log "kernel assets"
 bash scripts/fetch-kernel.sh "$FAAS_KERNEL_DIR"
 log "guest agent"
 make -s agent
+log "ignite CLI (for the ignite engine's contract tests)"
+bash scripts/build-ignite.sh "$root/.cache/bin"
+export FAAS_IGNITE_BIN="$root/.cache/bin/ignite"
 log "docker engine and base images"
 bash scripts/docker-engine.sh
 bash scripts/base-images.sh

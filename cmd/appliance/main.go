@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/faasvm/appliance/internal/config"
@@ -20,7 +19,6 @@ import (
 	"github.com/faasvm/appliance/internal/function"
 	"github.com/faasvm/appliance/internal/gateway"
 	"github.com/faasvm/appliance/internal/image"
-	"github.com/faasvm/appliance/internal/vm/qemu"
 	"github.com/faasvm/appliance/internal/watch"
 )
 
@@ -66,24 +64,10 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 
 	// Engine.
-	if cfg.Engine == config.EngineIgnite {
-		return errors.New("FAAS_ENGINE=ignite: the ignite engine is not part of this build yet; use auto or qemu")
-	}
-	engine, err := qemu.New(qemu.Config{
-		QEMUPath: cfg.QEMUBin, Accel: cfg.Accel, StateDir: cfg.StateDir,
-		KeepLogsDir: filepath.Join(cfg.StateDir, "logs"), Logger: log,
-	})
+	engine, engineNote, err := chooseEngine(ctx, cfg, kernel.VMLinux, initrd, log)
 	if err != nil {
 		return err
 	}
-	if err := engine.Cleanup(ctx); err != nil {
-		log.Warn("cleaning up an earlier run", "err", err)
-	}
-	accel, why, err := engine.DetectAccel(ctx, kernel.VMLinux, initrd)
-	if err != nil {
-		return fmt.Errorf("choosing the accelerator: %w", err)
-	}
-	log.Info("engine chosen", "engine", engine.Name(), "accel", accel, "reason", why)
 
 	// Controller.
 	template, err := function.LoadTemplate(cfg.VMTemplate)
@@ -97,7 +81,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			MinReplicas: cfg.MinReplicas, MaxReplicas: cfg.MaxReplicas, Concurrency: cfg.Concurrency,
 			IdleTimeout: cfg.IdleTimeout, TargetUtilization: cfg.TargetUtilization, MaxSize: image.DefaultCodeSizeLimit,
 		},
-		EngineNote: fmt.Sprintf("qemu, accel %s: %s", accel, why),
+		EngineNote: engineNote,
 		QueueSize:  cfg.Queue,
 		Logger:     log,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})

@@ -12,6 +12,8 @@ import (
 	"github.com/weaveworks/ignite/pkg/apis/ignite/scheme"
 	meta "github.com/weaveworks/ignite/pkg/apis/meta/v1alpha1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/faasvm/appliance/internal/vm"
 )
 
 // Engines Load knows the VM config fields of.
@@ -165,6 +167,11 @@ func decodeVMConfig(file string, data []byte) (*vmConfig, error) {
 	if err := scheme.Serializer.DecodeInto(data, v); err != nil {
 		return nil, invalidf("%s: %s", file, cleanDecodeError(err, data))
 	}
+	if v.Spec.Sandbox.OCI.String() == devSandboxImage {
+		// The library defaults an unnamed sandbox to its unreleased dev tag;
+		// name the release this appliance supports instead.
+		v.Spec.Sandbox.OCI, _ = meta.NewOCIImageRef(vm.DefaultSandboxImage)
+	}
 	vc := &vmConfig{file: file, vm: v}
 	spec, _ := raw["spec"].(map[string]any)
 	for _, f := range vmFields {
@@ -174,6 +181,9 @@ func decodeVMConfig(file string, data []byte) (*vmConfig, error) {
 	}
 	return vc, nil
 }
+
+// devSandboxImage is what Ignite's library defaults an unset sandbox image to.
+const devSandboxImage = "weaveworks/ignite:dev"
 
 // cleanDecodeError shortens the errors of Ignite's strict decoder, which
 // repeat the whole document and a JSON excerpt.

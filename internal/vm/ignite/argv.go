@@ -4,6 +4,14 @@ package ignite
 // that tests can check each argument without running anything. The
 // arguments exclude the program itself.
 
+// logLevelFlag and quietLevel keep Ignite's log lines (info and warnings,
+// which Ignite v0.10 writes to stdout) out of the output of the commands
+// whose output is parsed or kept; fatal errors still appear.
+const (
+	logLevelFlag = "--log-level"
+	quietLevel   = "error"
+)
+
 // runArgs is `ignite run` for the VM config at configPath: the seed's
 // `ignite run --config func-handler.yml`, with the runtime and network
 // plugin pinned so that the host's Ignite configuration cannot change
@@ -32,7 +40,7 @@ func runArgs(configPath, name, runtime, network string) []string {
 
 // inspectArgs prints the VM object as JSON (Ignite's v1alpha4 encoding).
 func inspectArgs(uid string) []string {
-	return []string{"inspect", "vm", uid, "--output", "json"}
+	return append([]string{"inspect", "vm", uid, "--output", "json"}, logLevelFlag, quietLevel)
 }
 
 // statusTemplate renders a VM's running state for statusArgs.
@@ -43,7 +51,7 @@ const statusTemplate = "{{.Status.Running}}"
 // a sandbox container that died without updating it. It prints "true",
 // "false", or nothing when Ignite no longer knows the VM.
 func statusArgs(uid string) []string {
-	return []string{"ps", "--all", "--filter", "{{.ObjectMeta.UID}}=" + uid, "--template", statusTemplate}
+	return append([]string{"ps", "--all", "--filter", "{{.ObjectMeta.UID}}=" + uid, "--template", statusTemplate}, logLevelFlag, quietLevel)
 }
 
 // listTemplate renders one line per VM for listArgs: UID, then the value
@@ -52,12 +60,12 @@ const listTemplate = `{{.GetUID}} {{index .ObjectMeta.Labels "` + LabelOwner + `
 
 // listArgs lists every VM Ignite knows with its owner label.
 func listArgs() []string {
-	return []string{"ps", "--all", "--template", listTemplate}
+	return append([]string{"ps", "--all", "--template", listTemplate}, logLevelFlag, quietLevel)
 }
 
 // logsArgs prints the console output of a running VM.
 func logsArgs(uid string) []string {
-	return []string{"logs", uid}
+	return append([]string{"logs", uid}, logLevelFlag, quietLevel)
 }
 
 // rmArgs removes a VM, killing it first if it runs.

@@ -33,22 +33,24 @@ func TestArgv(t *testing.T) {
 		{
 			name: "inspect",
 			got:  inspectArgs(uid),
-			want: []string{"inspect", "vm", uid, "--output", "json"},
+			want: []string{"inspect", "vm", uid, "--output", "json", "--log-level", "error"},
 		},
 		{
 			name: "status",
 			got:  statusArgs(uid),
-			want: []string{"ps", "--all", "--filter", "{{.ObjectMeta.UID}}=" + uid, "--template", "{{.Status.Running}}"},
+			want: []string{"ps", "--all", "--filter", "{{.ObjectMeta.UID}}=" + uid, "--template", "{{.Status.Running}}",
+				"--log-level", "error"},
 		},
 		{
 			name: "list",
 			got:  listArgs(),
-			want: []string{"ps", "--all", "--template", `{{.GetUID}} {{index .ObjectMeta.Labels "faasvm.io/owner"}}`},
+			want: []string{"ps", "--all", "--template", `{{.GetUID}} {{index .ObjectMeta.Labels "faasvm.io/owner"}}`,
+				"--log-level", "error"},
 		},
 		{
 			name: "logs",
 			got:  logsArgs(uid),
-			want: []string{"logs", uid},
+			want: []string{"logs", uid, "--log-level", "error"},
 		},
 		{
 			name: "rm",

@@ -3,6 +3,7 @@ package ignite
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -109,15 +110,12 @@ func Available(ctx context.Context, p Probe) (ok bool, reason string) {
 
 	check(fmt.Sprintf("sandbox image %s present (%s)", p.SandboxImage, p.Runtime), sandboxPresent(ctx, p))
 
-	switch {
-	case p.KVM == nil:
-		check("", fmt.Errorf("kvm not probed"))
-	default:
-		if kvmOK, why := p.KVM(ctx); kvmOK {
-			good = append(good, "kvm works")
-		} else {
-			check("", fmt.Errorf("kvm unusable: %s", why))
-		}
+	if p.KVM == nil {
+		check("", errors.New("kvm not probed"))
+	} else if kvmOK, why := p.KVM(ctx); kvmOK {
+		good = append(good, "kvm works")
+	} else {
+		check("", fmt.Errorf("kvm unusable: %s", why))
 	}
 
 	if len(bad) > 0 {
@@ -198,17 +196,17 @@ func Select(ctx context.Context, setting string, p Probe) (engine, reason string
 	case EngineQEMU:
 		return EngineQEMU, "FAAS_ENGINE=qemu", nil
 	case EngineIgnite:
-		if ok, why := Available(ctx, p); !ok {
+		ok, why := Available(ctx, p)
+		if !ok {
 			return "", "", fmt.Errorf("FAAS_ENGINE=ignite but ignite cannot run here: %s", why)
-		} else {
-			return EngineIgnite, "FAAS_ENGINE=ignite: " + why, nil
 		}
+		return EngineIgnite, "FAAS_ENGINE=ignite: " + why, nil
 	case EngineAuto, "":
-		if ok, why := Available(ctx, p); ok {
-			return EngineIgnite, "auto: " + why, nil
-		} else {
+		ok, why := Available(ctx, p)
+		if !ok {
 			return EngineQEMU, "auto: ignite unusable: " + why, nil
 		}
+		return EngineIgnite, "auto: " + why, nil
 	}
 	return "", "", fmt.Errorf("engine %q is not %q, %q or %q", setting, EngineAuto, EngineQEMU, EngineIgnite)
 }

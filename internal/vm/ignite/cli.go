@@ -21,9 +21,10 @@ type CommandError struct {
 	// ExitCode is the exit status, -1 if the program did not exit by
 	// itself (killed, or never started).
 	ExitCode int
-	// Stderr is what the program wrote to stderr (trimmed, at most
-	// stderrLimit bytes, the end kept).
-	Stderr string
+	// Stderr and Stdout are the ends of what the program wrote (trimmed,
+	// at most outputLimit bytes each). Ignite v0.10 logs everything,
+	// its fatal error included, to stdout; other programs use stderr.
+	Stderr, Stdout string
 	// Err is the underlying error (an *exec.ExitError, or a start error).
 	Err error
 }
@@ -33,13 +34,19 @@ func (e *CommandError) Error() string {
 	if e.Stderr != "" {
 		msg += ": " + e.Stderr
 	}
+	if e.Stdout != "" {
+		msg += ": " + e.Stdout
+	}
 	return msg
 }
 
 func (e *CommandError) Unwrap() error { return e.Err }
 
-// stderrLimit is how much of a command's stderr an error keeps.
-const stderrLimit = 4096
+// output is what the program wrote, stderr then stdout.
+func (e *CommandError) output() string { return e.Stderr + "\n" + e.Stdout }
+
+// outputLimit is how much of each of a command's outputs an error keeps.
+const outputLimit = 4096
 
 // killGrace is how long a killed command's output pipes may stay open
 // (held by a grandchild) before Wait gives up on them.
@@ -51,7 +58,8 @@ type runner struct{}
 // run executes path with args and returns its stdout. The command runs in
 // its own process group, which is killed when ctx ends or timeout passes;
 // the error then wraps the context's error and names the command. A
-// non-zero exit gives a *CommandError carrying stderr.
+// non-zero exit gives a *CommandError carrying the end of stderr and
+// stdout.
 func (runner) run(ctx context.Context, timeout time.Duration, path string, args []string) ([]byte, error) {
 	name := commandName(path, args)
 	if timeout > 0 {
@@ -75,7 +83,8 @@ func (runner) run(ctx context.Context, timeout time.Duration, path string, args 
 	if ctx.Err() != nil {
 		// Killed for the deadline or cancellation, whatever the exit said.
 		return nil, &CommandError{
-			Command: name, Args: args, ExitCode: -1, Stderr: tail(stderr.Bytes(), stderrLimit),
+			Command: name, Args: args, ExitCode: -1,
+			Stderr: tail(stderr.Bytes(), outputLimit), Stdout: tail(stdout.Bytes(), outputLimit),
 			Err: fmt.Errorf("killed after %w", context.Cause(ctx)),
 		}
 	}
@@ -85,7 +94,11 @@ func (runner) run(ctx context.Context, timeout time.Duration, path string, args 
 		if errors.As(err, &ee) {
 			code = ee.ExitCode()
 		}
-		return nil, &CommandError{Command: name, Args: args, ExitCode: code, Stderr: tail(stderr.Bytes(), stderrLimit), Err: err}
+		return nil, &CommandError{
+			Command: name, Args: args, ExitCode: code,
+			Stderr: tail(stderr.Bytes(), outputLimit), Stdout: tail(stdout.Bytes(), outputLimit),
+			Err: err,
+		}
 	}
 	return stdout.Bytes(), nil
 }

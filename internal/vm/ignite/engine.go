@@ -416,7 +416,7 @@ func (e *Engine) remove(ctx context.Context, uid string) error {
 // isNotFound reports whether err is Ignite saying it knows no such VM.
 func isNotFound(err error) bool {
 	var ce *CommandError
-	return errors.As(err, &ce) && ce.ExitCode > 0 && strings.Contains(ce.Stderr, "no ID/name matches")
+	return errors.As(err, &ce) && ce.ExitCode > 0 && strings.Contains(ce.output(), "no ID/name matches")
 }
 
 // console returns the VM's console output so far. `ignite logs` reads it

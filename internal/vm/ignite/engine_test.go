@@ -160,11 +160,11 @@ func newTestEnv(t *testing.T, change func(*Config)) *testEnv {
 	env := &testEnv{e: e, si: si, agent: agent, spec: spec, uid: IgniteUID(string(v.UID)), logs: logs, cfg: cfg}
 	// A VM that boots and runs, unless a test says otherwise.
 	si.setFile(t, "running", "true\n")
-	si.answer(t, "ignite run", answer{Stderr: `level=info msg="Created VM"`})
+	si.answer(t, "ignite run", answer{Stdout: `time="2026-11-25T21:18:27Z" level=info msg="Created VM with ID \"x\""`})
 	si.answer(t, "ignite inspect", answer{Stdout: inspectJSON(t, env.uid, "127.0.0.1", "c0ffee")})
 	si.answer(t, "ignite ps", answer{StdoutFile: "running"})
 	si.answer(t, "ignite logs", answer{Stdout: "[    0.000000] Linux version 5.10.51\nagent serving\n"})
-	si.answer(t, "ignite rm", answer{Stderr: `level=info msg="Removed VM"`})
+	si.answer(t, "ignite rm", answer{Stdout: `level=info msg="Removed VM"`})
 	si.answer(t, "docker logs", answer{Stdout: "[    0.000000] Linux version 5.10.51\nlast words\n"})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -216,7 +216,7 @@ func TestStartAndStop(t *testing.T) {
 		t.Errorf("ignite run got stdin %q, want none", run.Stdin)
 	}
 	inspect := env.si.callsOf(t, "ignite inspect")[0]
-	if want := []string{"ignite", "inspect", "vm", env.uid, "--output", "json"}; !slices.Equal(inspect.Argv, want) {
+	if want := []string{"ignite", "inspect", "vm", env.uid, "--output", "json", "--log-level", "error"}; !slices.Equal(inspect.Argv, want) {
 		t.Errorf("ignite inspect argv:\ngot  %q\nwant %q", inspect.Argv, want)
 	}
 
@@ -296,7 +296,8 @@ func TestStartAndStop(t *testing.T) {
 		t.Errorf("last call: got %q, want %q", last.Argv, want)
 	}
 	for _, c := range env.si.callsOf(t, "ignite ps") {
-		want := []string{"ignite", "ps", "--all", "--filter", "{{.ObjectMeta.UID}}=" + env.uid, "--template", "{{.Status.Running}}"}
+		want := []string{"ignite", "ps", "--all", "--filter", "{{.ObjectMeta.UID}}=" + env.uid, "--template", "{{.Status.Running}}",
+			"--log-level", "error"}
 		if !slices.Equal(c.Argv, want) {
 			t.Fatalf("ignite ps argv: got %q, want %q", c.Argv, want)
 		}
@@ -337,8 +338,8 @@ func TestStartFailures(t *testing.T) {
 			name: "run exits non-zero",
 			setup: func(t *testing.T, env *testEnv) {
 				env.si.answer(t, "ignite run", answer{Exit: 1,
-					Stderr: `time="..." level=fatal msg="docker image \"faasvm/runtime-python3-ignite:latest\" not found"`})
-				env.si.answer(t, "ignite logs", answer{Exit: 1, Stderr: `level=fatal msg="can't find VM"`})
+					Stdout: `time="..." level=fatal msg="docker image \"faasvm/runtime-python3-ignite:latest\" not found"`})
+				env.si.answer(t, "ignite logs", answer{Exit: 1, Stdout: `level=fatal msg="can't find VM"`})
 			},
 			want:   []string{"starting vm hello", "step run", "ignite run: exit status 1", `not found`, "console not available"},
 			wantRm: true,
@@ -410,7 +411,7 @@ func TestStartFailures(t *testing.T) {
 			setup: func(t *testing.T, env *testEnv) {
 				env.agent.health = http.StatusServiceUnavailable
 				env.si.setFile(t, "running", "false\n")
-				env.si.answer(t, "ignite logs", answer{Exit: 1, Stderr: `level=fatal msg="VM \"x\" is not running"`})
+				env.si.answer(t, "ignite logs", answer{Exit: 1, Stdout: `level=fatal msg="VM \"x\" is not running"`})
 			},
 			want:     []string{"step agent ready", "vm is stopped before its agent answered", "health check answered 503", "last words"},
 			wantRm:   true,
@@ -421,7 +422,7 @@ func TestStartFailures(t *testing.T) {
 			setup: func(t *testing.T, env *testEnv) {
 				env.agent.health = http.StatusServiceUnavailable
 			},
-			config: func(c *Config) { c.BootTimeout = 500 * time.Millisecond },
+			config: func(c *Config) { c.BootTimeout = 1500 * time.Millisecond },
 			want:   []string{"step agent ready", "not healthy: context deadline exceeded", "health check answered 503", "agent serving"},
 			wantIs: context.DeadlineExceeded,
 			wantRm: true,
@@ -429,8 +430,8 @@ func TestStartFailures(t *testing.T) {
 		{
 			name: "removal fails while undoing",
 			setup: func(t *testing.T, env *testEnv) {
-				env.si.answer(t, "ignite run", answer{Exit: 1, Stderr: "run failed"})
-				env.si.answer(t, "ignite rm", answer{Exit: 1, Stderr: `level=fatal msg="device or resource busy"`})
+				env.si.answer(t, "ignite run", answer{Exit: 1, Stdout: "run failed"})
+				env.si.answer(t, "ignite rm", answer{Exit: 1, Stdout: `level=fatal msg="device or resource busy"`})
 			},
 			want:   []string{"step run", "run failed", "undoing earlier steps", "ignite rm: exit status 1", "device or resource busy"},
 			wantRm: true,
@@ -438,8 +439,8 @@ func TestStartFailures(t *testing.T) {
 		{
 			name: "removal of a vm ignite never created",
 			setup: func(t *testing.T, env *testEnv) {
-				env.si.answer(t, "ignite run", answer{Exit: 1, Stderr: "invalid config"})
-				env.si.answer(t, "ignite rm", answer{Exit: 1, Stderr: `level=fatal msg="can't find VM: no ID/name matches for \"x\""`})
+				env.si.answer(t, "ignite run", answer{Exit: 1, Stdout: "invalid config"})
+				env.si.answer(t, "ignite rm", answer{Exit: 1, Stdout: `level=fatal msg="can't find VM: no ID/name matches for \"x\""`})
 			},
 			want:   []string{"step run", "invalid config"},
 			wantRm: true,
@@ -516,7 +517,7 @@ func TestWaitSeesVMStop(t *testing.T) {
 	}
 	// The guest dies: ignite ps reports it stopped, and ignite logs
 	// refuses a stopped VM, so the kept container is read with docker.
-	env.si.answer(t, "ignite logs", answer{Exit: 1, Stderr: `level=fatal msg="VM \"x\" is not running"`})
+	env.si.answer(t, "ignite logs", answer{Exit: 1, Stdout: `level=fatal msg="VM \"x\" is not running"`})
 	env.si.setFile(t, "running", "false\n")
 	err = m.Wait(shortCtx(t, 10*time.Second))
 	if !errors.Is(err, vm.ErrExited) {
@@ -560,7 +561,7 @@ func TestWaitSeesVMGone(t *testing.T) {
 }
 
 func TestStopWithoutAgent(t *testing.T) {
-	env := newTestEnv(t, nil)
+	env := newTestEnv(t, func(c *Config) { c.StopTimeout = 30 * time.Second })
 	m, err := env.e.Start(t.Context(), env.spec)
 	if err != nil {
 		t.Fatal(err)
@@ -587,7 +588,7 @@ func TestStopRemoveFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.si.answer(t, "ignite rm", answer{Exit: 1, Stderr: `level=fatal msg="failed to remove container: device busy"`})
+	env.si.answer(t, "ignite rm", answer{Exit: 1, Stdout: `level=fatal msg="failed to remove container: device busy"`})
 	err = m.Stop(t.Context())
 	for _, w := range []string{"stopping vm hello-" + env.uid, "ignite rm: exit status 1", "device busy"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
@@ -611,10 +612,11 @@ func TestCleanup(t *testing.T) {
 		"cccccccccccccccc ",
 		"dddddddddddddddd " + own,
 		"",
-	}, "\n"), Stderr: "level=warning msg=\"...may not be up-to-date\""})
+		`time="2026-11-25T21:18:27Z" level=warning msg="The symbol * on the VM status indicates that the VM manifest on disk may not be up-to-date"`,
+	}, "\n")})
 	env.si.answer(t, "ignite rm",
 		answer{},
-		answer{Exit: 1, Stderr: `level=fatal msg="can't find VM: no ID/name matches for \"dddddddddddddddd\""`})
+		answer{Exit: 1, Stdout: `level=fatal msg="can't find VM: no ID/name matches for \"dddddddddddddddd\""`})
 	stale := filepath.Join(env.cfg.StateDir, "ignite", "aaaaaaaaaaaaaaaa")
 	if err := os.MkdirAll(stale, 0o700); err != nil {
 		t.Fatal(err)
@@ -645,7 +647,7 @@ func TestCleanup(t *testing.T) {
 
 func TestCleanupListFails(t *testing.T) {
 	env := newTestEnv(t, nil)
-	env.si.answer(t, "ignite ps", answer{Exit: 1, Stderr: `level=fatal msg="This program needs to run as root"`})
+	env.si.answer(t, "ignite ps", answer{Exit: 1, Stdout: `level=fatal msg="This program needs to run as root"`})
 	_, err := env.e.Cleanup(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "needs to run as root") {
 		t.Errorf("got %v, want the ps failure with its stderr", err)

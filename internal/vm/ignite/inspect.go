@@ -66,11 +66,17 @@ func (s vmState) String() string {
 	return "gone"
 }
 
+// isLogLine reports whether l is one of Ignite's log lines (logrus text
+// format), which share stdout with the output proper.
+func isLogLine(l string) bool {
+	return strings.HasPrefix(l, `time="`) && strings.Contains(l, " level=")
+}
+
 // parseStatus reads the output of statusArgs: "true", "false" or nothing.
 func parseStatus(out []byte) (vmState, error) {
 	var lines []string
 	for l := range strings.Lines(string(out)) {
-		if l = strings.TrimSpace(l); l != "" {
+		if l = strings.TrimSpace(l); l != "" && !isLogLine(l) {
 			lines = append(lines, l)
 		}
 	}
@@ -93,7 +99,7 @@ func parseList(out []byte, owner string) ([]string, error) {
 	var uids []string
 	for l := range strings.Lines(string(out)) {
 		l = strings.TrimSpace(l)
-		if l == "" {
+		if l == "" || isLogLine(l) {
 			continue
 		}
 		uid, label, _ := strings.Cut(l, " ")

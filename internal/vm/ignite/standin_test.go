@@ -4,26 +4,41 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
-// The stand-in: this test binary, run under the names "ignite" and
-// "docker" through symlinks on PATH (see newStandIn), records every call
-// (argv, stdin, and the file --config names) and answers from the scenario
-// the test wrote. TestMain routes to it when envStandIn is set.
+// The stand-in (testdata/standin) plays "ignite" and "docker" through
+// symlinks on PATH (see newStandIn): it records every call (argv, stdin,
+// and the file --config names) and answers from the scenario the test
+// wrote. TestMain builds it once; a small program of its own starts in a
+// millisecond, where this test binary (Ignite's packages and all) would
+// take up to a second under -race.
 const envStandIn = "FAAS_IGNITE_STANDIN_DIR"
 
+// standInBin is the built stand-in, set by TestMain.
+var standInBin string
+
 func TestMain(m *testing.M) {
-	if dir := os.Getenv(envStandIn); dir != "" {
-		os.Exit(standInMain(dir))
+	dir, err := os.MkdirTemp("", "ignite-standin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	standInBin = filepath.Join(dir, "standin")
+	build := exec.Command("go", "build", "-o", standInBin, "./testdata/standin")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the ignite stand-in:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // answer is how the stand-in responds to one call.
@@ -49,65 +64,6 @@ type call struct {
 // "ignite run".
 func (c call) key() string { return commandName(c.Argv[0], c.Argv[1:]) }
 
-func standInMain(dir string) int {
-	c := call{Argv: append([]string{filepath.Base(os.Args[0])}, os.Args[1:]...)}
-	if in, err := io.ReadAll(os.Stdin); err == nil {
-		c.Stdin = string(in)
-	}
-	for i, a := range os.Args {
-		if a == "--config" && i+1 < len(os.Args) {
-			b, _ := os.ReadFile(os.Args[i+1])
-			c.Config = string(b)
-		}
-	}
-	line, _ := json.Marshal(c)
-	f, err := os.OpenFile(filepath.Join(dir, "calls.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "stand-in:", err)
-		return 99
-	}
-	f.Write(append(line, '\n'))
-	f.Close()
-
-	a, err := nextAnswer(dir, c.key())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "stand-in:", err)
-		return 98
-	}
-	if a.Hang {
-		time.Sleep(time.Hour)
-	}
-	out := a.Stdout
-	if a.StdoutFile != "" {
-		b, _ := os.ReadFile(filepath.Join(dir, a.StdoutFile))
-		out = string(b)
-	}
-	fmt.Fprint(os.Stdout, out)
-	fmt.Fprint(os.Stderr, a.Stderr)
-	return a.Exit
-}
-
-// nextAnswer returns the next answer for key: the answers are used in
-// order and the last one repeats.
-func nextAnswer(dir, key string) (answer, error) {
-	file := filepath.Join(dir, "answers", strings.ReplaceAll(key, " ", "_")+".json")
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return answer{}, fmt.Errorf("no answer for %q: %w", key, err)
-	}
-	var as []answer
-	if err := json.Unmarshal(b, &as); err != nil || len(as) == 0 {
-		return answer{}, fmt.Errorf("bad answers for %q: %v", key, err)
-	}
-	countFile := file + ".count"
-	n := 0
-	if c, err := os.ReadFile(countFile); err == nil {
-		n, _ = strconv.Atoi(string(c))
-	}
-	os.WriteFile(countFile, []byte(strconv.Itoa(n+1)), 0o600)
-	return as[min(n, len(as)-1)], nil
-}
-
 // standIn is the test's side of the stand-in.
 type standIn struct {
 	dir string // records, answers and state files
@@ -122,12 +78,8 @@ func newStandIn(t *testing.T) *standIn {
 	if err := os.Mkdir(filepath.Join(s.dir, "answers"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, name := range []string{"ignite", "docker"} {
-		if err := os.Symlink(exe, filepath.Join(s.bin, name)); err != nil {
+		if err := os.Symlink(standInBin, filepath.Join(s.bin, name)); err != nil {
 			t.Fatal(err)
 		}
 	}

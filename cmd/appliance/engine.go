@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/faasvm/appliance/internal/config"
+	"github.com/faasvm/appliance/internal/vm"
+	"github.com/faasvm/appliance/internal/vm/ignite"
+	"github.com/faasvm/appliance/internal/vm/qemu"
+)
+
+// chooseEngine applies FAAS_ENGINE: ignite only when its binary, the
+// Firecracker sandbox image and a KVM that really runs a guest are present
+// (auto), qemu otherwise. It returns the engine and why it was chosen.
+func chooseEngine(ctx context.Context, cfg *config.Config, kernel, initrd string, log *slog.Logger) (vm.Engine, string, error) {
+	qe, err := qemu.New(qemu.Config{
+		QEMUPath: cfg.QEMUBin, Accel: cfg.Accel, StateDir: cfg.StateDir,
+		KeepLogsDir: filepath.Join(cfg.StateDir, "logs"), Logger: log,
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if err := qe.Cleanup(ctx); err != nil {
+		log.Warn("cleaning up VMs of an earlier run", "err", err)
+	}
+	// The qemu engine's probe boot is also how ignite's KVM need is checked.
+	accel, accelWhy, err := qe.DetectAccel(ctx, kernel, initrd)
+	if err != nil {
+		return nil, "", fmt.Errorf("choosing the accelerator: %w", err)
+	}
+	name, why, err := ignite.Select(ctx, cfg.Engine, ignite.Probe{
+		KVM: func(context.Context) (bool, string) { return accel == qemu.AccelKVM, accelWhy },
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if name != ignite.EngineIgnite {
+		note := fmt.Sprintf("qemu (%s), accel %s: %s", why, accel, accelWhy)
+		log.Info("engine chosen", "engine", "qemu", "accel", accel, "reason", why, "accel_reason", accelWhy)
+		return qe, note, nil
+	}
+	ie, err := ignite.New(ignite.Config{
+		AgentPath: cfg.AgentBin, StateDir: cfg.StateDir,
+		KeepLogsDir: filepath.Join(cfg.StateDir, "logs"), Logger: log,
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := ie.Cleanup(ctx); err != nil {
+		log.Warn("cleaning up ignite VMs of an earlier run", "err", err)
+	}
+	log.Info("engine chosen", "engine", "ignite", "reason", why)
+	return ie, "ignite: " + why, nil
+}
