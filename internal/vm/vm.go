@@ -47,17 +47,8 @@ type Spec struct {
 
 // Validate reports the first problem with s.
 func (s *Spec) Validate() error {
-	if s.VM == nil {
-		return errors.New("vm spec: no VM object")
-	}
-	if s.VM.Name == "" || s.VM.UID == "" {
-		return errors.New("vm spec: VM needs a name and a UID")
-	}
-	if s.VM.Spec.CPUs < 1 {
-		return fmt.Errorf("vm spec %s: cpus must be at least 1", s.VM.Name)
-	}
-	if s.VM.Spec.Memory.MBytes() < 64 {
-		return fmt.Errorf("vm spec %s: memory %s is below the 64MB a guest needs", s.VM.Name, s.VM.Spec.Memory)
+	if err := s.ValidateMachine(); err != nil {
+		return err
 	}
 	for _, f := range []struct{ what, path string }{
 		{"kernel", s.Kernel}, {"initrd", s.Initrd}, {"root filesystem", s.RootFS}, {"code disk", s.Code},
@@ -71,6 +62,25 @@ func (s *Spec) Validate() error {
 	}
 	if err := s.Agent.Validate(); err != nil {
 		return fmt.Errorf("vm spec %s: %w", s.VM.Name, err)
+	}
+	return nil
+}
+
+// ValidateMachine reports the first problem with the VM object alone (name,
+// UID, CPUs, memory): the part of Validate every engine needs, whichever
+// of the host files it boots from.
+func (s *Spec) ValidateMachine() error {
+	if s.VM == nil {
+		return errors.New("vm spec: no VM object")
+	}
+	if s.VM.Name == "" || s.VM.UID == "" {
+		return errors.New("vm spec: VM needs a name and a UID")
+	}
+	if s.VM.Spec.CPUs < 1 {
+		return fmt.Errorf("vm spec %s: cpus must be at least 1", s.VM.Name)
+	}
+	if s.VM.Spec.Memory.MBytes() < 64 {
+		return fmt.Errorf("vm spec %s: memory %s is below the 64MB a guest needs", s.VM.Name, s.VM.Spec.Memory)
 	}
 	return nil
 }

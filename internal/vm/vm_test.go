@@ -51,3 +51,37 @@ func TestVMEncodeRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+func TestSpecValidateMachine(t *testing.T) {
+	tests := []struct {
+		name    string
+		change  func(*Spec)
+		wantErr string // substring; "" for valid
+	}{
+		{name: "valid, no host files needed", change: func(*Spec) {}},
+		{name: "no VM object", change: func(s *Spec) { s.VM = nil }, wantErr: "no VM object"},
+		{name: "no UID", change: func(s *Spec) { s.VM.UID = "" }, wantErr: "needs a name and a UID"},
+		{name: "no cpus", change: func(s *Spec) { s.VM.Spec.CPUs = 0 }, wantErr: "cpus must be at least 1"},
+		{name: "too little memory", change: func(s *Spec) { s.VM.Spec.Memory = meta.NewSizeFromBytes(16 << 20) },
+			wantErr: "below the 64MB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Spec{VM: NewVM("hello")}
+			tt.change(s)
+			err := s.ValidateMachine()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("got %v, want no error", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("got %v, want an error containing %q", err, tt.wantErr)
+			}
+			// Validate checks the same first, before any host file.
+			if tt.wantErr != "" {
+				if verr := s.Validate(); verr == nil || verr.Error() != err.Error() {
+					t.Errorf("Validate: got %v, want %v", verr, err)
+				}
+			}
+		})
+	}
+}

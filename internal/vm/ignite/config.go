@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"time"
+
+	"github.com/faasvm/appliance/internal/vm"
 )
 
 // Container runtimes Ignite can run its sandbox containers with
@@ -142,25 +143,14 @@ func (c *Config) Validate() error {
 	if c.AgentPath == "" {
 		return errors.New("ignite config: agent path is empty")
 	}
-	if c.StateDir == "" {
-		return errors.New("ignite config: state dir is empty")
+	if err := vm.ValidateDirs("ignite", c.StateDir, c.KeepLogsDir); err != nil {
+		return err
 	}
-	if !filepath.IsAbs(c.StateDir) {
-		return fmt.Errorf("ignite config: state dir %q is not an absolute path", c.StateDir)
-	}
-	if c.KeepLogsDir != "" && !filepath.IsAbs(c.KeepLogsDir) {
-		return fmt.Errorf("ignite config: keep-logs dir %q is not an absolute path", c.KeepLogsDir)
-	}
-	for _, d := range []struct {
-		what string
-		v    time.Duration
-	}{
-		{"boot timeout", c.BootTimeout}, {"stop timeout", c.StopTimeout}, {"command timeout", c.CommandTimeout},
-		{"status interval", c.StatusInterval}, {"log interval", c.LogInterval},
-	} {
-		if d.v < 0 {
-			return fmt.Errorf("ignite config: %s %s is negative", d.what, d.v)
-		}
-	}
-	return nil
+	return vm.ValidateDurations("ignite",
+		vm.NamedDuration{Name: "boot timeout", Value: c.BootTimeout},
+		vm.NamedDuration{Name: "stop timeout", Value: c.StopTimeout},
+		vm.NamedDuration{Name: "command timeout", Value: c.CommandTimeout},
+		vm.NamedDuration{Name: "status interval", Value: c.StatusInterval},
+		vm.NamedDuration{Name: "log interval", Value: c.LogInterval},
+	)
 }

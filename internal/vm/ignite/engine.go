@@ -25,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -44,10 +43,11 @@ import (
 type Engine struct {
 	cfg    Config
 	log    *slog.Logger
-	ignite string // absolute path of the ignite binary
-	agent  string // the agent binary, symlinks resolved
-	owner  string // LabelOwner value of this engine's VMs
-	client *http.Client
+	ignite string          // absolute path of the ignite binary
+	agent  string          // the agent binary, symlinks resolved
+	owner  string          // LabelOwner value of this engine's VMs
+	client *http.Client    // set by WithHTTPClient; nil for the default
+	agents *vm.AgentClient // health checks and poweroff
 	run    runner
 	// agentPort is where the agent listens in the guest
 	// (protocol.AgentPort; tests point it at a local server).
@@ -95,21 +95,18 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		return nil, fmt.Errorf("ignite config: agent binary %s is not an executable file", agent)
 	}
 	e := &Engine{
-		cfg:    cfg,
-		log:    cfg.Logger.With("engine", "ignite"),
-		ignite: ignitePath,
-		agent:  agent,
-		owner:  ownerID(cfg.StateDir),
-		client: &http.Client{Transport: &http.Transport{
-			Proxy:             nil, // VMs are on a host-local bridge
-			DisableKeepAlives: true,
-		}},
+		cfg:       cfg,
+		log:       cfg.Logger.With("engine", "ignite"),
+		ignite:    ignitePath,
+		agent:     agent,
+		owner:     ownerID(cfg.StateDir),
 		agentPort: protocol.AgentPort,
 		now:       time.Now,
 	}
 	for _, o := range opts {
 		o(e)
 	}
+	e.agents = vm.NewAgentClient(e.client) // VMs are on a host-local bridge
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, vmsDirName), 0o700); err != nil {
 		return nil, fmt.Errorf("ignite engine: creating state dir: %w", err)
 	}
@@ -161,37 +158,24 @@ func (e *Engine) Start(ctx context.Context, spec *vm.Spec) (vm.Machine, error) {
 		log: e.log.With("vm", spec.VM.Name, "vm_id", string(spec.VM.UID), "ignite_uid", uid,
 			"function", spec.Agent.Name),
 	}
-	steps := []struct {
-		name  string
-		timed bool // under Config.BootTimeout
-		run   func(context.Context) error
-	}{
-		{"assets", false, b.assets},
-		{"config", false, b.config},
-		{"run", true, b.runVM},
-		{"endpoint", true, b.endpoint},
-		{"agent ready", true, b.agentReady},
+	b.Timeout = e.cfg.BootTimeout
+	b.Log = b.log
+	b.Explain = func(ctx context.Context, err error) error {
+		if b.ran {
+			return b.withConsole(ctx, err)
+		}
+		return err
 	}
 	begin := time.Now()
-	stepCtx := ctx
-	for _, s := range steps {
-		if s.timed && stepCtx == ctx {
-			var cancel context.CancelFunc
-			stepCtx, cancel = context.WithTimeout(ctx, e.cfg.BootTimeout)
-			defer cancel()
-		}
-		t := time.Now()
-		if err := s.run(stepCtx); err != nil {
-			err = fmt.Errorf("step %s: %w", s.name, err)
-			if b.ran {
-				err = b.withConsole(ctx, err)
-			}
-			if uerr := b.rollback(); uerr != nil {
-				err = errors.Join(err, fmt.Errorf("undoing earlier steps: %w", uerr))
-			}
-			return nil, fmt.Errorf("starting vm %s: %w", spec.VM.Name, err)
-		}
-		b.log.Debug("boot step done", "step", s.name, "took", time.Since(t))
+	err := b.Run(ctx, []vm.Step{
+		{Name: "assets", Run: b.assets},
+		{Name: "config", Run: b.config},
+		{Name: "run", Timed: true, Run: b.runVM},
+		{Name: "endpoint", Timed: true, Run: b.endpoint},
+		{Name: "agent ready", Timed: true, Run: b.agentReady},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting vm %s: %w", spec.VM.Name, err)
 	}
 	m := newMachine(b)
 	b.log.Info("vm started", "endpoint", m.endpoint, "image", b.image, "egress_enforced", false,
@@ -199,8 +183,10 @@ func (e *Engine) Start(ctx context.Context, spec *vm.Spec) (vm.Machine, error) {
 	return m, nil
 }
 
-// boot is one Start in progress.
+// boot is one Start in progress: its steps are methods run by the
+// embedded vm.Boot (Timeout Config.BootTimeout from `ignite run` on).
 type boot struct {
+	vm.Boot
 	e    *Engine
 	spec *vm.Spec
 	log  *slog.Logger
@@ -208,23 +194,11 @@ type boot struct {
 	name string // Ignite VM name
 	dir  string
 
-	undo        []func() error // cleanup stack, run in reverse on failure
-	code        string         // code image, symlinks resolved
-	image       string         // the Ignite image booted
-	ran         bool           // ignite run was called: the VM may exist
+	code        string // code image, symlinks resolved
+	image       string // the Ignite image booted
+	ran         bool   // ignite run was called: the VM may exist
 	ip          net.IP
 	containerID string
-}
-
-// rollback runs the cleanup stack in reverse order.
-func (b *boot) rollback() error {
-	var errs []error
-	for i := len(b.undo) - 1; i >= 0; i-- {
-		if err := b.undo[i](); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 func (b *boot) path(name string) string { return filepath.Join(b.dir, name) }
@@ -251,21 +225,15 @@ func (b *boot) assets(context.Context) error {
 	if err := os.Mkdir(b.dir, 0o700); err != nil {
 		return fmt.Errorf("creating vm dir: %w", err)
 	}
-	b.undo = append(b.undo, func() error { return os.RemoveAll(b.dir) })
+	b.Cleanup(func() error { return os.RemoveAll(b.dir) })
 	return nil
 }
 
 // validateSpec checks what this engine uses of a spec (vm.Spec.Validate
 // also wants the qemu engine's kernel, initrd and root filesystem).
 func validateSpec(s *vm.Spec) error {
-	if s.VM.Name == "" || s.VM.UID == "" {
-		return errors.New("vm spec: VM needs a name and a UID")
-	}
-	if s.VM.Spec.CPUs < 1 {
-		return fmt.Errorf("vm spec %s: cpus must be at least 1", s.VM.Name)
-	}
-	if s.VM.Spec.Memory.MBytes() < 64 {
-		return fmt.Errorf("vm spec %s: memory %s is below the 64MB a guest needs", s.VM.Name, s.VM.Spec.Memory)
+	if err := s.ValidateMachine(); err != nil {
+		return err
 	}
 	if s.Code == "" {
 		return fmt.Errorf("vm spec %s: no code image path", s.VM.Name)
@@ -310,7 +278,7 @@ func (b *boot) runVM(ctx context.Context) error {
 	// However run ends, the VM may exist now (it can fail after creating
 	// it): removing it is part of undoing.
 	b.ran = true
-	b.undo = append(b.undo, func() error {
+	b.Cleanup(func() error {
 		rctx, cancel := context.WithTimeout(context.Background(), b.e.cfg.CommandTimeout)
 		defer cancel()
 		return b.e.remove(rctx, b.uid)
@@ -346,14 +314,15 @@ func (b *boot) agentReady(ctx context.Context) error {
 	lastStatus := time.Now()
 	var last error
 	for {
-		status, err := b.e.agentRequest(ctx, http.MethodGet, endpoint, protocol.HealthPath, b.spec.Agent.Secret)
+		// A handler that failed to start is waited out like any other
+		// unready one: Ignite's status check ends the wait if the guest
+		// stops.
+		ready, _, err := b.e.agents.Health(ctx, endpoint, b.spec.Agent.Secret)
 		switch {
-		case err == nil && status == http.StatusOK:
+		case ready:
 			return nil
-		case err == nil && status == http.StatusForbidden:
-			return fmt.Errorf("agent at %s refused the secret (403)", endpoint)
-		case err == nil:
-			last = fmt.Errorf("health check answered %d", status)
+		case errors.Is(err, vm.ErrSecretRefused):
+			return err
 		case ctx.Err() == nil:
 			last = err
 		}
@@ -439,25 +408,6 @@ func (e *Engine) console(ctx context.Context, uid, containerID string) ([]byte, 
 	return out, nil
 }
 
-// agentRequest sends a bodiless request with the VM's secret to the agent
-// and returns the response status.
-func (e *Engine) agentRequest(ctx context.Context, method, endpoint, path, secret string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, agentRequestTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+endpoint+path, nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set(protocol.SecretHeader, secret)
-	resp, err := e.client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, nil
-}
-
 // writeConsole replaces the console log file with out, atomically, unless
 // out is empty (a failed read must not wipe what an earlier one saved).
 func writeConsole(dir string, out []byte) error {
@@ -483,7 +433,6 @@ func writeConsole(dir string, out []byte) error {
 
 // Timing of the boot and stop steps.
 const (
-	healthInterval      = 100 * time.Millisecond
-	agentRequestTimeout = 2 * time.Second
-	stopPollInterval    = 250 * time.Millisecond
+	healthInterval   = 100 * time.Millisecond
+	stopPollInterval = 250 * time.Millisecond
 )

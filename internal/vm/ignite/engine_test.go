@@ -1,7 +1,6 @@
 package ignite
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,25 +24,8 @@ import (
 
 	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/vm"
+	"github.com/faasvm/appliance/internal/vm/vmtest"
 )
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeAgent is the guest agent as the engine sees it: health and poweroff
 // on a loopback port. A poweroff tells the stand-in the VM stopped.
@@ -103,7 +85,7 @@ type testEnv struct {
 	agent *fakeAgent
 	spec  *vm.Spec
 	uid   string // Ignite UID of spec's VM
-	logs  *syncBuffer
+	logs  *vmtest.LogBuffer
 	cfg   Config
 }
 
@@ -123,7 +105,7 @@ func newTestEnv(t *testing.T, change func(*Config)) *testEnv {
 	if err := os.WriteFile(code, []byte("ext4"), 0o444); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &vmtest.LogBuffer{}
 	cfg := Config{
 		AgentPath:      agentLink,
 		StateDir:       filepath.Join(dir, "state"),
@@ -132,7 +114,7 @@ func newTestEnv(t *testing.T, change func(*Config)) *testEnv {
 		CommandTimeout: 10 * time.Second,
 		StatusInterval: 30 * time.Millisecond,
 		LogInterval:    60 * time.Millisecond,
-		Logger:         slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:         vmtest.NewLogger(logs),
 	}
 	if change != nil {
 		change(&cfg)

@@ -4,17 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/vm"
 )
 
@@ -34,9 +29,7 @@ type machine struct {
 
 	cancelWatch context.CancelFunc
 	watchDone   chan struct{}
-	exitOnce    sync.Once
-	exited      chan struct{} // closed once the VM is known to have stopped
-	exitErr     error         // why; read only after exited is closed
+	exit        *vm.Exit // set once the VM is known to have stopped
 
 	stopOnce sync.Once
 	stopErr  error
@@ -58,7 +51,7 @@ func newMachine(b *boot) *machine {
 		containerID: b.containerID,
 		cancelWatch: cancel,
 		watchDone:   make(chan struct{}),
-		exited:      make(chan struct{}),
+		exit:        vm.NewExit(b.name),
 	}
 	go m.watch(ctx)
 	return m
@@ -79,31 +72,7 @@ func (m *machine) ConsoleLog() string { return filepath.Join(m.dir, consoleLogNa
 // Wait blocks until the VM stops, returning an error that wraps
 // vm.ErrExited and says what Ignite reported, or until ctx is done. After
 // it returns, call Stop to remove the VM.
-func (m *machine) Wait(ctx context.Context) error {
-	select {
-	case <-m.exited:
-		return fmt.Errorf("vm %s: %w: %w", m.name, vm.ErrExited, m.exitErr)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// markExited records that the VM stopped, once.
-func (m *machine) markExited(err error) {
-	m.exitOnce.Do(func() {
-		m.exitErr = err
-		close(m.exited)
-	})
-}
-
-func (m *machine) hasExited() bool {
-	select {
-	case <-m.exited:
-		return true
-	default:
-		return false
-	}
-}
+func (m *machine) Wait(ctx context.Context) error { return m.exit.Wait(ctx) }
 
 // watch follows the VM until it stops or ctx (cancelled by Stop) ends.
 func (m *machine) watch(ctx context.Context) {
@@ -136,7 +105,7 @@ func (m *machine) watch(ctx context.Context) {
 			}
 			m.saveConsole(ctx)
 			m.log.Warn("vm stopped by itself", "state", st.String())
-			m.markExited(fmt.Errorf("ignite reports the vm %s%s", st, m.consoleSuffix()))
+			m.exit.Set(fmt.Errorf("ignite reports the vm %s%s", st, m.consoleSuffix()))
 			return
 		}
 	}
@@ -179,7 +148,7 @@ func (m *machine) stop(ctx context.Context) error {
 	m.cancelWatch()
 	<-m.watchDone
 	how := "already stopped"
-	if !m.hasExited() {
+	if !m.exit.Exited() {
 		how = m.shutdown(ctx)
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.e.cfg.CommandTimeout)
@@ -189,15 +158,11 @@ func (m *machine) stop(ctx context.Context) error {
 	if err := m.e.remove(rctx, m.uid); err != nil {
 		errs = append(errs, fmt.Errorf("removing vm: %w", err))
 	}
-	m.markExited(errors.New("stopped by the engine"))
+	m.exit.Set(errors.New("stopped by the engine"))
 	if len(errs) == 0 { // a VM that may still exist keeps its files
-		if m.e.cfg.KeepLogsDir != "" {
-			if err := m.keepConsoleLog(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if err := os.RemoveAll(m.dir); err != nil {
-			errs = append(errs, fmt.Errorf("removing vm dir: %w", err))
+		kept := m.name + "-" + m.id + ".console.log"
+		if err := vm.RemoveVMDir(m.dir, m.ConsoleLog(), m.e.cfg.KeepLogsDir, kept); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
@@ -214,7 +179,7 @@ func (m *machine) shutdown(ctx context.Context) string {
 	m.saveConsole(ctx) // the last chance while `ignite logs` still answers
 	grace, cancel := context.WithTimeout(ctx, m.e.cfg.StopTimeout)
 	defer cancel()
-	if err := m.requestPoweroff(grace); err != nil {
+	if err := m.e.agents.Poweroff(grace, m.log, m.endpoint, m.secret); err != nil {
 		m.log.Debug("agent poweroff failed", "error", err)
 		return "kill"
 	}
@@ -231,63 +196,4 @@ func (m *machine) shutdown(ctx context.Context) string {
 		case <-tick.C:
 		}
 	}
-}
-
-// requestPoweroff asks the agent to power the guest off. It fails at once
-// if nothing listens, so the caller waits only when the guest may really
-// be shutting down.
-func (m *machine) requestPoweroff(ctx context.Context) error {
-	status, err := m.e.agentRequest(ctx, http.MethodPost, m.endpoint, protocol.PoweroffPath, m.secret)
-	var opErr *net.OpError
-	switch {
-	case errors.As(err, &opErr) && opErr.Op == "dial":
-		return err
-	case err != nil:
-		// The guest may have gone down mid-answer: wait and see.
-		m.log.Debug("poweroff request ended early", "error", err)
-		return nil
-	case status/100 != 2:
-		return fmt.Errorf("poweroff answered %d", status)
-	}
-	return nil
-}
-
-// keepConsoleLog moves the console log to Config.KeepLogsDir.
-func (m *machine) keepConsoleLog() error {
-	src := m.ConsoleLog()
-	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	dir := m.e.cfg.KeepLogsDir
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("keeping console log: %w", err)
-	}
-	dst := filepath.Join(dir, m.name+"-"+m.id+".console.log")
-	if err := os.Rename(src, dst); err == nil {
-		return nil
-	} else if !errors.Is(err, syscall.EXDEV) {
-		return fmt.Errorf("keeping console log: %w", err)
-	}
-	if err := copyFile(dst, src); err != nil {
-		return fmt.Errorf("keeping console log: %w", err)
-	}
-	return nil
-}
-
-// copyFile copies src to a new file dst.
-func copyFile(dst, src string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

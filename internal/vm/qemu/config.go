@@ -1,11 +1,11 @@
 package qemu
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"time"
+
+	"github.com/faasvm/appliance/internal/vm"
 )
 
 // Accelerator choices for Config.Accel.
@@ -95,30 +95,18 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("qemu config: accel %q is not %q, %q or %q", c.Accel, AccelAuto, AccelKVM, AccelTCG)
 	}
-	if c.StateDir == "" {
-		return errors.New("qemu config: state dir is empty")
-	}
-	if !filepath.IsAbs(c.StateDir) {
-		return fmt.Errorf("qemu config: state dir %q is not an absolute path", c.StateDir)
+	if err := vm.ValidateDirs("qemu", c.StateDir, c.KeepLogsDir); err != nil {
+		return err
 	}
 	// A QMP socket path must fit in sockaddr_un (108 bytes with the NUL).
 	if n := len(vmDir(c.StateDir, exampleUID)) + len("/"+qmpSocketName); n > maxUnixPath {
 		return fmt.Errorf("qemu config: state dir %q is too long: VM sockets would need %d bytes, unix sockets allow %d", c.StateDir, n, maxUnixPath)
 	}
-	if c.KeepLogsDir != "" && !filepath.IsAbs(c.KeepLogsDir) {
-		return fmt.Errorf("qemu config: keep-logs dir %q is not an absolute path", c.KeepLogsDir)
-	}
-	for _, d := range []struct {
-		what string
-		v    time.Duration
-	}{
-		{"boot timeout", c.BootTimeout}, {"stop timeout", c.StopTimeout}, {"probe timeout", c.ProbeTimeout},
-	} {
-		if d.v < 0 {
-			return fmt.Errorf("qemu config: %s %s is negative", d.what, d.v)
-		}
-	}
-	return nil
+	return vm.ValidateDurations("qemu",
+		vm.NamedDuration{Name: "boot timeout", Value: c.BootTimeout},
+		vm.NamedDuration{Name: "stop timeout", Value: c.StopTimeout},
+		vm.NamedDuration{Name: "probe timeout", Value: c.ProbeTimeout},
+	)
 }
 
 // maxUnixPath is the longest path a unix socket address holds on Linux.

@@ -14,10 +14,8 @@ package qemu
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -38,9 +36,10 @@ import (
 type Engine struct {
 	cfg    Config
 	log    *slog.Logger
-	client *http.Client
-	tscKHz int    // host TSC rate for tsc_early_khz; 0 when unknown
-	kvmDev string // the KVM device, /dev/kvm (tests point it elsewhere)
+	client *http.Client    // set by WithHTTPClient; nil for the default
+	agents *vm.AgentClient // health checks and poweroff
+	tscKHz int             // host TSC rate for tsc_early_khz; 0 when unknown
+	kvmDev string          // the KVM device, /dev/kvm (tests point it elsewhere)
 
 	probing chan struct{} // one-slot semaphore: one accelerator decision at a time
 	mu      sync.Mutex    // guards the fields below
@@ -80,12 +79,8 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	}
 	cfg.QEMUPath = qemuPath
 	e := &Engine{
-		cfg: cfg,
-		log: cfg.Logger.With("engine", "qemu"),
-		client: &http.Client{Transport: &http.Transport{
-			Proxy:             nil, // the agent is always on loopback
-			DisableKeepAlives: true,
-		}},
+		cfg:     cfg,
+		log:     cfg.Logger.With("engine", "qemu"),
 		tscKHz:  -1,
 		kvmDev:  "/dev/kvm",
 		probing: make(chan struct{}, 1),
@@ -93,6 +88,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	for _, o := range opts {
 		o(e)
 	}
+	e.agents = vm.NewAgentClient(e.client) // the agent is always on loopback
 	if e.tscKHz < 0 {
 		e.tscKHz = 0
 		if khz, err := readTSCKHz(); err != nil {
@@ -169,36 +165,20 @@ func (e *Engine) Start(ctx context.Context, spec *vm.Spec) (vm.Machine, error) {
 			"function", spec.Agent.Name),
 		dir: vmDir(e.cfg.StateDir, string(spec.VM.UID)),
 	}
-	steps := []struct {
-		name  string
-		timed bool // under Config.BootTimeout
-		run   func(context.Context) error
-	}{
-		{"assets", false, b.assets},
-		{"config disk", false, b.configDisk},
-		{"accel", false, b.chooseAccel},
-		{"network", true, b.network},
-		{"process", true, b.process},
-		{"endpoint", true, b.endpoint},
-		{"agent ready", true, b.agentReady},
-	}
+	b.Timeout = e.cfg.BootTimeout
+	b.Log = b.log
 	begin := time.Now()
-	stepCtx := ctx
-	for _, s := range steps {
-		if s.timed && stepCtx == ctx {
-			var cancel context.CancelFunc
-			stepCtx, cancel = context.WithTimeout(ctx, e.cfg.BootTimeout)
-			defer cancel()
-		}
-		t := time.Now()
-		if err := s.run(stepCtx); err != nil {
-			err = fmt.Errorf("step %s: %w", s.name, err)
-			if uerr := b.rollback(); uerr != nil {
-				err = errors.Join(err, fmt.Errorf("undoing earlier steps: %w", uerr))
-			}
-			return nil, fmt.Errorf("starting vm %s: %w", spec.VM.Name, err)
-		}
-		b.log.Debug("boot step done", "step", s.name, "took", time.Since(t))
+	err := b.Run(ctx, []vm.Step{
+		{Name: "assets", Run: b.assets},
+		{Name: "config disk", Run: b.configDisk},
+		{Name: "accel", Run: b.chooseAccel},
+		{Name: "network", Timed: true, Run: b.network},
+		{Name: "process", Timed: true, Run: b.process},
+		{Name: "endpoint", Timed: true, Run: b.endpoint},
+		{Name: "agent ready", Timed: true, Run: b.agentReady},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting vm %s: %w", spec.VM.Name, err)
 	}
 	m := newMachine(b)
 	b.log.Info("vm started", "accel", b.accel, "endpoint", m.endpoint, "egress", spec.Egress,
@@ -206,31 +186,21 @@ func (e *Engine) Start(ctx context.Context, spec *vm.Spec) (vm.Machine, error) {
 	return m, nil
 }
 
-// boot is one Start in progress.
+// boot is one Start in progress: its steps are methods run by the
+// embedded vm.Boot (Timeout Config.BootTimeout from the network step on).
 type boot struct {
+	vm.Boot
 	e    *Engine
 	spec *vm.Spec
 	log  *slog.Logger
 	dir  string
 
-	undo       []func() error // cleanup stack, run in reverse on failure
 	accel      string
 	netdev     string
 	extraFiles []*os.File // inherited by QEMU (its end of passt's socket)
 	hostPort   int
 	qemu       *process
 	passt      *process
-}
-
-// rollback runs the cleanup stack in reverse order.
-func (b *boot) rollback() error {
-	var errs []error
-	for i := len(b.undo) - 1; i >= 0; i-- {
-		if err := b.undo[i](); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 func (b *boot) path(name string) string { return filepath.Join(b.dir, name) }
@@ -252,7 +222,7 @@ func (b *boot) assets(context.Context) error {
 	if err := os.Mkdir(b.dir, 0o700); err != nil {
 		return fmt.Errorf("creating vm dir: %w", err)
 	}
-	b.undo = append(b.undo, func() error { return os.RemoveAll(b.dir) })
+	b.Cleanup(func() error { return os.RemoveAll(b.dir) })
 	return nil
 }
 
@@ -299,7 +269,7 @@ func (b *boot) network(context.Context) error {
 	qemuEnd := os.NewFile(uintptr(fds[0]), "qemu-net")
 	passtEnd := os.NewFile(uintptr(fds[1]), "passt-net")
 	defer passtEnd.Close()
-	b.undo = append(b.undo, func() error { qemuEnd.Close(); return nil })
+	b.Cleanup(func() error { qemuEnd.Close(); return nil })
 
 	stderr, err := os.OpenFile(b.path(passtStderrName), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -315,7 +285,7 @@ func (b *boot) network(context.Context) error {
 		return err
 	}
 	b.passt = p
-	b.undo = append(b.undo, func() error { return p.killAndWait(killWait) })
+	b.Cleanup(func() error { return p.killAndWait(killWait) })
 	if err := os.WriteFile(b.path(passtPidName), []byte(strconv.Itoa(p.pid)+"\n"), 0o600); err != nil {
 		return fmt.Errorf("writing passt pid file: %w", err)
 	}
@@ -363,7 +333,7 @@ func (b *boot) process(context.Context) error {
 		return err
 	}
 	b.qemu = p
-	b.undo = append(b.undo, func() error { return p.killAndWait(killWait) })
+	b.Cleanup(func() error { return p.killAndWait(killWait) })
 	return nil
 }
 
@@ -440,8 +410,8 @@ func (b *boot) agentReady(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	type result struct {
-		status int
-		body   []byte
+		ready  bool
+		failed string // the agent's reason when the handler failed to start
 		err    error
 	}
 	results := make(chan result, healthMaxInFlight)
@@ -452,8 +422,8 @@ func (b *boot) agentReady(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			status, body, err := b.e.agentRequest(checkCtx, http.MethodGet, endpoint, protocol.HealthPath, b.spec.Agent.Secret)
-			results <- result{status, body, err}
+			ready, failed, err := b.e.agents.Health(checkCtx, endpoint, b.spec.Agent.Secret)
+			results <- result{ready, failed, err}
 		}()
 	}
 	check()
@@ -465,16 +435,14 @@ func (b *boot) agentReady(ctx context.Context) error {
 		case r := <-results:
 			inFlight--
 			switch {
-			case r.err == nil && r.status == http.StatusOK:
+			case r.ready:
 				return nil
-			case r.err == nil && r.status == http.StatusForbidden:
-				return fmt.Errorf("agent at %s refused the secret (403)", endpoint)
-			case r.err == nil && r.status == http.StatusServiceUnavailable && handlerFailed(r.body) != "":
+			case errors.Is(r.err, vm.ErrSecretRefused):
+				return r.err
+			case r.failed != "":
 				// The handler could not start (it crashed at import, say):
 				// waiting longer only delays the reason reaching the user.
-				return b.withConsole(fmt.Errorf("handler failed to start: %s", handlerFailed(r.body)))
-			case r.err == nil:
-				last = fmt.Errorf("health check answered %d", r.status)
+				return b.withConsole(fmt.Errorf("handler failed to start: %s", r.failed))
 			case ctx.Err() == nil:
 				last = r.err
 			}
@@ -500,41 +468,6 @@ func (b *boot) withConsole(err error) error {
 	return fmt.Errorf("%w; console log empty", err)
 }
 
-// agentRequest sends a bodiless request with the VM's secret to the agent
-// and returns the response status.
-func (e *Engine) agentRequest(ctx context.Context, method, endpoint, path, secret string) (int, []byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, agentRequestTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+endpoint+path, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set(protocol.SecretHeader, secret)
-	resp, err := e.client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, body, err
-}
-
-// handlerFailed returns the agent's reason when a health answer says the
-// handler failed to start, "" otherwise.
-func handlerFailed(body []byte) string {
-	var h struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-	}
-	if json.Unmarshal(body, &h) != nil || h.Status != "failed" {
-		return ""
-	}
-	if h.Error == "" {
-		return "no reason given"
-	}
-	return h.Error
-}
-
 // freeLoopbackPort returns a TCP port that was free on 127.0.0.1 a moment
 // ago. (passt binds it itself; if another process takes it in between,
 // passt exits and the boot fails in the agent ready step.)
@@ -549,12 +482,11 @@ func freeLoopbackPort() (int, error) {
 
 // Timing of the boot and stop steps.
 const (
-	qmpRetryInterval    = 10 * time.Millisecond
-	healthInterval      = 50 * time.Millisecond
-	healthOverlap       = 250 * time.Millisecond
-	healthMaxInFlight   = int(agentRequestTimeout / healthOverlap)
-	agentRequestTimeout = 2 * time.Second
-	qmpQuitTimeout      = 3 * time.Second
-	killWait            = 5 * time.Second
-	exitGrace           = time.Second // how long an I/O error waits to be explained by an exit
+	qmpRetryInterval  = 10 * time.Millisecond
+	healthInterval    = 50 * time.Millisecond
+	healthOverlap     = 250 * time.Millisecond
+	healthMaxInFlight = int(vm.AgentRequestTimeout / healthOverlap)
+	qmpQuitTimeout    = 3 * time.Second
+	killWait          = 5 * time.Second
+	exitGrace         = time.Second // how long an I/O error waits to be explained by an exit
 )

@@ -1,10 +1,8 @@
 package qemu
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/vm"
+	"github.com/faasvm/appliance/internal/vm/vmtest"
 )
 
 // shortTempDir is a temp dir with a short path (t.TempDir's long names
@@ -66,36 +64,18 @@ func testSpec(t *testing.T, dir string) *vm.Spec {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testEngine builds an Engine on a short state dir with TCG and a logger
 // writing into the returned buffer.
-func testEngine(t *testing.T, cfg Config) (*Engine, *syncBuffer) {
+func testEngine(t *testing.T, cfg Config) (*Engine, *vmtest.LogBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &vmtest.LogBuffer{}
 	if cfg.StateDir == "" {
 		cfg.StateDir = shortTempDir(t)
 	}
 	if cfg.Accel == "" {
 		cfg.Accel = AccelTCG
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Logger = vmtest.NewLogger(logs)
 	e, err := New(cfg, WithTSCKHz(2000000))
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -7,15 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/vm"
 )
 
@@ -30,8 +27,7 @@ type machine struct {
 	qemu     *process
 	passt    *process // nil without egress
 
-	exited  chan struct{} // closed after QEMU exited and exitErr is set
-	exitErr error         // why QEMU ended, with its stderr and console tails
+	exit *vm.Exit // set once QEMU exited: why, with its stderr and console tails
 
 	stopOnce sync.Once
 	stopErr  error
@@ -50,7 +46,7 @@ func newMachine(b *boot) *machine {
 		secret:   b.spec.Agent.Secret,
 		qemu:     b.qemu,
 		passt:    b.passt,
-		exited:   make(chan struct{}),
+		exit:     vm.NewExit(b.spec.VM.Name),
 	}
 	var (
 		mu        sync.Mutex
@@ -81,15 +77,14 @@ func newMachine(b *boot) *machine {
 	}
 	go func() {
 		<-m.qemu.done
-		// Read the logs' tails now: Stop removes them once exited closes.
+		// Read the logs' tails now: Stop removes them once the exit is set.
 		err := b.withConsole(m.qemu.exitError(b.path(qemuStderrName)))
 		mu.Lock()
 		if passtDied != nil {
 			err = fmt.Errorf("%w, killed by the engine after %w", err, passtDied)
 		}
 		mu.Unlock()
-		m.exitErr = err
-		close(m.exited)
+		m.exit.Set(err)
 	}()
 	return m
 }
@@ -107,14 +102,7 @@ func (m *machine) ConsoleLog() string { return filepath.Join(m.dir, consoleLogNa
 // Wait blocks until QEMU exits, returning an error that wraps vm.ErrExited
 // and says why, or until ctx is done. After it returns, call Stop to release
 // the VM's host resources.
-func (m *machine) Wait(ctx context.Context) error {
-	select {
-	case <-m.exited:
-		return fmt.Errorf("vm %s: %w: %w", m.name, vm.ErrExited, m.exitErr)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (m *machine) Wait(ctx context.Context) error { return m.exit.Wait(ctx) }
 
 // Stop powers the VM off and removes its directory. It asks the agent to
 // power off and waits up to Config.StopTimeout (or ctx's deadline, if
@@ -137,7 +125,7 @@ func (m *machine) stop(ctx context.Context) error {
 		}
 	}
 	if m.qemu.exited() {
-		<-m.exited
+		<-m.exit.Done()
 	}
 	if m.passt != nil {
 		// passt ends by itself once QEMU's end of their socket closes.
@@ -152,13 +140,9 @@ func (m *machine) stop(ctx context.Context) error {
 		t.Stop()
 	}
 	if len(errs) == 0 { // never delete the files of a process that may still run
-		if m.e.cfg.KeepLogsDir != "" {
-			if err := m.keepConsoleLog(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if err := os.RemoveAll(m.dir); err != nil {
-			errs = append(errs, fmt.Errorf("removing vm dir: %w", err))
+		kept := m.name + "-" + m.id + ".console.log"
+		if err := vm.RemoveVMDir(m.dir, m.ConsoleLog(), m.e.cfg.KeepLogsDir, kept); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
@@ -172,7 +156,7 @@ func (m *machine) stop(ctx context.Context) error {
 func (m *machine) shutdown(ctx context.Context) (how string, err error) {
 	grace, cancel := context.WithTimeout(ctx, m.e.cfg.StopTimeout)
 	defer cancel()
-	if err := m.requestPoweroff(grace); err != nil {
+	if err := m.e.agents.Poweroff(grace, m.log, m.endpoint, m.secret); err != nil {
 		m.log.Debug("agent poweroff failed", "error", err)
 	} else {
 		select {
@@ -202,26 +186,6 @@ func (m *machine) shutdown(ctx context.Context) (how string, err error) {
 	return "kill", nil
 }
 
-// requestPoweroff asks the agent to power the guest off. It returns at once
-// if the agent cannot be reached, so the caller waits only when the guest
-// may really be shutting down.
-func (m *machine) requestPoweroff(ctx context.Context) error {
-	status, _, err := m.e.agentRequest(ctx, http.MethodPost, m.endpoint, protocol.PoweroffPath, m.secret)
-	var opErr *net.OpError
-	switch {
-	case errors.As(err, &opErr) && opErr.Op == "dial":
-		// Nothing listens: the guest cannot power itself off.
-		return err
-	case err != nil:
-		// The guest may have gone down mid-answer: wait and see.
-		m.log.Debug("poweroff request ended early", "error", err)
-		return nil
-	case status/100 != 2:
-		return fmt.Errorf("poweroff answered %d", status)
-	}
-	return nil
-}
-
 // qmpQuit tells QEMU to exit.
 func (m *machine) qmpQuit(ctx context.Context) error {
 	c, err := dialQMP(ctx, filepath.Join(m.dir, qmpSocketName))
@@ -234,46 +198,6 @@ func (m *machine) qmpQuit(ctx context.Context) error {
 		return nil // QEMU closed the socket as it went
 	}
 	return err
-}
-
-// keepConsoleLog moves the console log to Config.KeepLogsDir.
-func (m *machine) keepConsoleLog() error {
-	src := m.ConsoleLog()
-	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	dir := m.e.cfg.KeepLogsDir
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("keeping console log: %w", err)
-	}
-	dst := filepath.Join(dir, m.name+"-"+m.id+".console.log")
-	if err := os.Rename(src, dst); err == nil {
-		return nil
-	} else if !errors.Is(err, syscall.EXDEV) {
-		return fmt.Errorf("keeping console log: %w", err)
-	}
-	if err := copyFile(dst, src); err != nil {
-		return fmt.Errorf("keeping console log: %w", err)
-	}
-	return nil
-}
-
-// copyFile copies src to a new file dst.
-func copyFile(dst, src string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // passtExitWait is how long Stop lets passt notice QEMU is gone.
