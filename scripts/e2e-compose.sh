@@ -109,15 +109,15 @@ set +e
 	fi
 	"${compose[@]}" up -d --build
 } 2>&1 | tee "$uplog" |
-	grep --line-buffered -E '^Step [0-9]+/[0-9]+ : (FROM|RUN|COPY)|^Successfully|Container .* (Started|Error)|[Ee]rror' >&2
+	grep --line-buffered -E '^Step [0-9]+/[0-9]+ : (FROM|RUN|COPY)|^Successfully|Container .* (Started|Error)|ERROR|[Ee]rror( response|:)' >&2
 up_rc=${PIPESTATUS[0]}
 set -e
 if [[ $up_rc -ne 0 ]]; then
 	tail -n 40 "$uplog" >&2
 	die "docker compose up failed (exit $up_rc; output above)"
 fi
-log "build: $(grep -c '^ ---> Using cache' "$uplog" || true) layer cache hits in $(grep -c '^Step ' "$uplog" || true) steps"
 up_s=$(since "$t_up")
+log "build: $(grep -c '^ ---> Using cache' "$uplog" || true) layer cache hits in $(grep -c '^Step ' "$uplog" || true) steps"
 log "docker compose up returned after ${up_s}s"
 cid=$("${compose[@]}" ps -q appliance)
 [[ -n $cid ]] || die "no appliance container after up"
@@ -149,13 +149,19 @@ while :; do
 	if [[ $code == 200 ]] && grep -qF "$expect" "$stage/answer"; then
 		break
 	fi
+	# The appliance rejected the folder: waiting longer cannot help.
+	if grep -qs '"error":"function unavailable: .*invalid function' "$stage/answer"; then
+		die "the appliance rejects functions/$function: HTTP $code: $(head -c 400 "$stage/answer")"
+	fi
 	((SECONDS < deadline)) || die "no good answer from $url within ${invoke_timeout}s (last: HTTP $code: $(head -c 300 "$stage/answer" 2>/dev/null))"
 	sleep 1
 done
 first_s=$(since "$t_up")
 deploy_s=$(since "$t_copy")
 log "HTTP 200 from $url after $attempts attempt(s)"
-"${compose[@]}" logs --no-color --no-log-prefix | grep -qE 'msg="(building image|image built)"' ||
+# (Logs go to a file first: grep -q closing the pipe early would fail it.)
+"${compose[@]}" logs --no-color --no-log-prefix >"$stage/logs" 2>&1
+grep -qE 'msg="(building image|image built)"' "$stage/logs" ||
 	die "the runtime image build is not visible in docker compose logs"
 
 # QEMU processes of the container, seen from the host (cgroup names the container).
@@ -178,7 +184,8 @@ t_stop=$(now)
 stop_s=$(since "$t_stop")
 exit_code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
 [[ $exit_code == 0 ]] || die "the appliance exited with $exit_code on SIGTERM (137 = killed after stop_grace_period)"
-docker logs "$cid" 2>&1 | grep -q 'msg="all VMs stopped"' || die "the appliance did not log \"all VMs stopped\""
+docker logs "$cid" >"$stage/logs" 2>&1
+grep -q 'msg="all VMs stopped"' "$stage/logs" || die "the appliance did not log \"all VMs stopped\""
 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || die "docker compose down -v failed"
 
 left=$(container_qemus)

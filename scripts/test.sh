@@ -44,4 +44,7 @@ go vet ./...
 
 log "go test"
 go test -count=1 -timeout 30m ./...
+
+log "docker compose end to end"
+bash scripts/e2e-compose.sh
 log "all tests passed"
