@@ -1,7 +1,8 @@
 // Command appliance is the FaaS appliance: it watches a folder of functions,
 // runs each in its own microVM and serves them at /invoke/<name>.
 //
-// Wiring order: config → images → engine → controller → gateway → watcher.
+// Wiring order: config → images → engine → metrics → controller → gateway →
+// watcher.
 package main
 
 import (
@@ -14,11 +15,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/faasvm/appliance/internal/config"
 	"github.com/faasvm/appliance/internal/controller"
 	"github.com/faasvm/appliance/internal/function"
 	"github.com/faasvm/appliance/internal/gateway"
 	"github.com/faasvm/appliance/internal/image"
+	"github.com/faasvm/appliance/internal/metrics"
 	"github.com/faasvm/appliance/internal/watch"
 )
 
@@ -69,6 +73,9 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 
+	// Metrics: one registry, filled by the controller and the gateway.
+	mets := metrics.New()
+
 	// Controller.
 	template, err := function.LoadTemplate(cfg.VMTemplate)
 	if err != nil {
@@ -82,7 +89,8 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			IdleTimeout: cfg.IdleTimeout, TargetUtilization: cfg.TargetUtilization, MaxSize: image.DefaultCodeSizeLimit,
 		},
 		EngineNote: engineNote,
-		QueueSize:  cfg.Queue,
+		QueueSize:  queueSize(cfg.Queue),
+		Metrics:    mets,
 		Logger:     log,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
 	defer func() {
@@ -120,12 +128,24 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// Gateway.
 	gw := gateway.New(gateway.Options{
 		BootWait: cfg.BootWait, InvokeTimeout: cfg.InvokeTimeout, MaxBody: int64(cfg.MaxBody),
-		APIToken: cfg.APIToken, ShutdownTimeout: cfg.ShutdownTimeout,
+		APIToken: cfg.APIToken, ShutdownTimeout: cfg.ShutdownTimeout, Observer: mets,
 	}, ctrl, log)
+	// Behind the API token when one is set: it names every function.
+	gw.MountAPI("/metrics", promhttp.HandlerFor(mets.Registry(), promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on FAAS_LISTEN %s: %w", cfg.Listen, err)
 	}
 	log.Info("serving", "addr", ln.Addr().String(), "functions_dir", cfg.FunctionsDir)
 	return gw.Serve(ctx, ln)
+}
+
+// queueSize maps the queue setting (0: nobody waits) to the controller's.
+func queueSize(n int) int {
+	if n == 0 {
+		return controller.NoQueue
+	}
+	return n
 }

@@ -1,7 +1,10 @@
 // Package controller owns every function's state and every VM's life: it
 // reconciles the folders in the functions directory with running instances,
-// hands ready instances to the gateway, replaces a version without downtime,
-// restarts crashed VMs with backoff, and stops everything on shutdown.
+// hands ready instances to the gateway (fewest requests in flight first),
+// replaces a version without downtime, scales each function between its
+// minimum and maximum replicas on its load (to zero when idle, booting one
+// again for the next request), replaces crashed and unhealthy VMs, and stops
+// everything on shutdown.
 package controller
 
 import (
@@ -50,11 +53,52 @@ type Options struct {
 	// DrainTimeout bounds how long a replaced instance may finish its
 	// in-flight requests before it is stopped anyway (default 30s).
 	DrainTimeout time.Duration
-	// QueueSize bounds the requests waiting for a function (default 64).
+	// QueueSize bounds the requests waiting for a function, for a free
+	// slot or for a boot (default 64; NoQueue: none may wait).
 	QueueSize int
 	// MaxBackoff caps the restart backoff of a crashing function (default 1m).
 	MaxBackoff time.Duration
-	Logger     *slog.Logger
+	// ScaleInterval is how often the autoscaler looks at every function
+	// (default 1s). Requests that have to wait also trigger it at once.
+	ScaleInterval time.Duration
+	// HealthInterval is how often each ready instance's agent is asked for
+	// its health (default 2s); HealthTimeout bounds one check (default 2s);
+	// after HealthThreshold failures in a row (default 3) the instance is
+	// taken out, stopped and replaced.
+	HealthInterval  time.Duration
+	HealthTimeout   time.Duration
+	HealthThreshold int
+	// Prober runs the health checks (default: GET protocol.HealthPath on
+	// the instance's endpoint with its secret).
+	Prober Prober
+	// Metrics receives boot times, cold starts and gauges (default: none).
+	Metrics Recorder
+	Logger  *slog.Logger
+}
+
+// NoQueue as Options.QueueSize lets no request wait: a request that finds
+// no free slot is refused at once, also while the function boots.
+const NoQueue = -1
+
+// Prober checks one instance's health.
+type Prober interface {
+	// Probe returns nil when the agent at endpoint says it is healthy.
+	Probe(ctx context.Context, endpoint, secret string) error
+}
+
+// Recorder receives what the controller measures (the appliance's
+// Prometheus metrics). The controller calls it with its lock held: calls
+// must be quick and must not call back into the controller.
+type Recorder interface {
+	// FunctionState reports a function's ready instances and the
+	// requests waiting for one.
+	FunctionState(function string, ready, queued int)
+	// VMBooted records how long one VM took to boot.
+	VMBooted(function string, took time.Duration)
+	// ColdStart counts an invocation that waited for a VM to boot.
+	ColdStart(function string)
+	// Forget drops everything recorded about a removed function.
+	Forget(function string)
 }
 
 func (o *Options) setDefaults() {
@@ -67,11 +111,32 @@ func (o *Options) setDefaults() {
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 30 * time.Second
 	}
-	if o.QueueSize <= 0 {
+	switch {
+	case o.QueueSize == 0:
 		o.QueueSize = 64
+	case o.QueueSize < 0:
+		o.QueueSize = 0
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = time.Minute
+	}
+	if o.ScaleInterval <= 0 {
+		o.ScaleInterval = time.Second
+	}
+	if o.HealthInterval <= 0 {
+		o.HealthInterval = 2 * time.Second
+	}
+	if o.HealthTimeout <= 0 {
+		o.HealthTimeout = 2 * time.Second
+	}
+	if o.HealthThreshold <= 0 {
+		o.HealthThreshold = 3
+	}
+	if o.Prober == nil {
+		o.Prober = newHTTPProber()
+	}
+	if o.Metrics == nil {
+		o.Metrics = nopRecorder{}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -83,6 +148,7 @@ type Controller struct {
 	opts   Options
 	engine vm.Engine
 	images Images
+	rec    Recorder
 	log    *slog.Logger
 
 	// life is the context every VM and background goroutine hangs on.
@@ -100,37 +166,45 @@ type Controller struct {
 func New(opts Options, engine vm.Engine, images Images) *Controller {
 	opts.setDefaults()
 	life, cancel := context.WithCancel(context.Background())
-	return &Controller{
+	c := &Controller{
 		opts:   opts,
 		engine: engine,
 		images: images,
+		rec:    opts.Metrics,
 		log:    opts.Logger,
 		life:   life,
 		cancel: cancel,
 		fns:    map[string]*fn{},
 	}
+	c.wg.Add(1)
+	go c.autoscaleLoop()
+	return c
 }
 
 // instance states
 const (
-	instBooting  = "booting"
-	instReady    = "ready"
-	instDraining = "draining"
-	instStopped  = "stopped"
+	instBooting   = "booting"
+	instReady     = "ready"
+	instDraining  = "draining"
+	instUnhealthy = "unhealthy" // failed its health checks; being stopped
+	instStopped   = "stopped"
 )
 
 type instance struct {
 	id       string
+	vm       *api.VM // the VM object it boots
 	version  string
 	spec     *function.Spec
 	secret   string
 	m        vm.Machine
 	state    string
 	inflight int
-	started  time.Time
+	started  time.Time     // when the VM became ready to serve
 	drained  chan struct{} // closed when draining and inflight reaches 0
-	// stopCalled is set by the one stopInstance call that stops the VM.
+	// stopCalled is set by the one stopInstance call that stops the VM,
+	// which also closes stopped.
 	stopCalled bool
+	stopped    chan struct{}
 }
 
 type fn struct {
@@ -143,9 +217,16 @@ type fn struct {
 	instances []*instance
 	changed   chan struct{} // closed and replaced on every change
 	counts    Counts
+	latency   latencies
 	waiters   int
 	startedAt time.Time
 	removed   bool
+
+	// autoscaler state, see autoscale
+	lastRequest time.Time // the last request's arrival (or the deploy)
+	desired     int       // the last decision
+	belowSince  time.Time // since when fewer replicas would do (zero: not)
+	peak        int       // the most replicas wanted since belowSince
 
 	// reconcile serialisation: one worker per function, latest event wins
 	working bool
@@ -153,14 +234,24 @@ type fn struct {
 
 	crashes     int       // consecutive crashes, for the backoff
 	lastConsole string    // console tail of the last instance that died
-	restartAt   time.Time // no restart before this
+	restartAt   time.Time // no boot for the serving version before this (backoff)
 }
 
 type disks struct{ rootfs, code string }
 
-func (f *fn) broadcast() {
+// notify wakes everything waiting on a change of f and publishes its
+// gauges; c.mu is held.
+func (c *Controller) notify(f *fn) {
 	close(f.changed)
 	f.changed = make(chan struct{})
+	c.publish(f)
+}
+
+// publish reports f's gauges; c.mu is held. A removed function has none.
+func (c *Controller) publish(f *fn) {
+	if !f.removed {
+		c.rec.FunctionState(f.name, f.count(instReady, ""), f.waiters)
+	}
 }
 
 func (f *fn) count(state, version string) int {
@@ -207,6 +298,7 @@ func (c *Controller) Sync(name string) {
 		}
 		f = &fn{name: name, state: StateDeploying, changed: make(chan struct{})}
 		c.fns[name] = f
+		c.publish(f)
 	}
 	if f.working {
 		f.pending = true
@@ -257,12 +349,20 @@ func (c *Controller) reconcile(f *fn) {
 	}
 	c.mu.Lock()
 	same := f.spec != nil && f.spec.Digest == spec.Digest && f.state != StateFailed && f.state != StateInvalid
+	// A new version takes over with as many ready replicas as the old one
+	// has (at least minReplicas, and at least one even when minReplicas is
+	// 0: the deploy proves the version boots; it idles to zero later).
+	want := max(spec.Scale.MinReplicas, 1)
+	if f.spec != nil {
+		want = max(want, f.count(instReady, f.spec.Digest))
+	}
+	want = min(want, spec.Scale.MaxReplicas)
 	c.mu.Unlock()
 	if same {
 		log.Debug("function unchanged", "version", short(spec.Digest))
 		return
 	}
-	log.Info("deploying", "version", short(spec.Digest), "runtime", spec.Runtime, "mode", spec.Mode)
+	log.Info("deploying", "version", short(spec.Digest), "runtime", spec.Runtime, "mode", spec.Mode, "replicas", want)
 	for _, w := range spec.Warnings {
 		log.Warn("function setting ignored", "warning", w)
 	}
@@ -271,20 +371,41 @@ func (c *Controller) reconcile(f *fn) {
 		c.fail(f, StateFailed, err)
 		return
 	}
-	want := max(spec.Scale.MinReplicas, 1)
-	started := make([]*instance, 0, want)
-	for range want {
-		in, err := c.boot(f, spec, d)
-		if err != nil {
-			for _, s := range started {
-				c.stopInstance(f, s)
-			}
-			c.fail(f, StateFailed, err)
-			return
-		}
-		started = append(started, in)
+	started, err := c.bootN(f, spec, d, want)
+	if err != nil {
+		c.fail(f, StateFailed, err)
+		return
 	}
 	c.promote(f, spec, d, started)
+}
+
+// bootN boots n instances of spec at once and waits for all of them; if
+// any fails, it stops the others and returns the first error.
+func (c *Controller) bootN(f *fn, spec *function.Spec, d disks, n int) ([]*instance, error) {
+	ins := make([]*instance, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ins[i], errs[i] = c.boot(f, spec, d)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, in := range ins {
+			if in != nil {
+				c.stopInstance(f, in)
+			}
+		}
+		for _, e := range errs {
+			if e != nil {
+				return nil, e
+			}
+		}
+	}
+	return ins, nil
 }
 
 // prepare builds (or finds cached) the disks a version boots from.
@@ -308,57 +429,69 @@ func (c *Controller) promote(f *fn, spec *function.Spec, d disks, ready []*insta
 	f.spec, f.disks = spec, d
 	f.state, f.lastErr, f.warnings = StateReady, "", spec.Warnings
 	f.startedAt = time.Now()
-	f.crashes = 0
+	f.lastRequest = f.startedAt // the idle timeout starts now
+	f.belowSince = time.Time{}
+	f.crashes, f.restartAt = 0, time.Time{}
 	for _, in := range ready {
-		in.state = instReady
-	}
-	var draining []*instance
-	for _, in := range f.instances {
-		if in.version != spec.Digest && in.state != instDraining && in.state != instStopped {
-			in.state = instDraining
-			if in.inflight == 0 {
-				close(in.drained)
-			}
-			draining = append(draining, in)
+		if in.state == instBooting { // not if it died meanwhile
+			in.state = instReady
 		}
 	}
-	f.broadcast()
+	draining := 0
+	for _, in := range f.instances {
+		if in.version != spec.Digest && (in.state == instReady || in.state == instBooting) {
+			c.drain(f, in)
+			draining++
+		}
+	}
+	c.notify(f)
 	c.mu.Unlock()
 	if old != nil {
 		c.log.Info("new version serving, draining the old one", "function", f.name,
-			"version", short(spec.Digest), "old_version", short(old.Digest), "draining", len(draining))
+			"version", short(spec.Digest), "old_version", short(old.Digest), "draining", draining, "replicas", len(ready))
 	} else {
-		c.log.Info("function ready", "function", f.name, "version", short(spec.Digest))
-	}
-	for _, in := range draining {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			select {
-			case <-in.drained:
-			case <-time.After(c.opts.DrainTimeout):
-				c.log.Warn("drain timed out, stopping anyway", "function", f.name, "vm_id", in.id)
-			case <-c.life.Done():
-			}
-			c.stopInstance(f, in)
-		}()
+		c.log.Info("function ready", "function", f.name, "version", short(spec.Digest), "replicas", len(ready))
 	}
 }
 
+// drain takes in out of service: it gets no new request, and stops once
+// its requests in flight are done (or after Options.DrainTimeout); c.mu is
+// held.
+func (c *Controller) drain(f *fn, in *instance) {
+	in.state = instDraining
+	if in.inflight == 0 {
+		close(in.drained)
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		t := time.NewTimer(c.opts.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-in.drained:
+		case <-t.C:
+			c.log.Warn("drain timed out, stopping anyway", "function", f.name, "vm_id", in.id)
+		case <-c.life.Done():
+		}
+		c.stopInstance(f, in)
+	}()
+}
+
 // fail records why a version could not be deployed. A version that already
-// serves keeps serving; the status says why the new one did not replace it.
+// serves (or sleeps at zero replicas) keeps serving; the status says why the
+// new one did not replace it.
 func (c *Controller) fail(f *fn, state string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f.lastErr = err.Error()
-	if f.spec != nil && f.count(instReady, f.spec.Digest) > 0 {
+	if f.spec != nil && (f.state == StateReady || f.state == StateIdle) {
 		f.lastErr = "new version not deployed, previous version still serving: " + err.Error()
 		c.log.Error("redeploy failed; previous version keeps serving", "function", f.name, "err", err)
 	} else {
 		f.state = state
 		c.log.Error("function cannot serve", "function", f.name, "state", state, "err", err)
 	}
-	f.broadcast()
+	c.notify(f)
 }
 
 // remove stops every instance and forgets the function.
@@ -368,8 +501,9 @@ func (c *Controller) remove(f *fn) {
 	if c.fns[f.name] == f {
 		delete(c.fns, f.name)
 	}
+	c.rec.Forget(f.name)
 	ins := append([]*instance(nil), f.instances...)
-	f.broadcast()
+	c.notify(f)
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, in := range ins {
@@ -379,8 +513,34 @@ func (c *Controller) remove(f *fn) {
 	wg.Wait()
 }
 
-// boot starts one VM of spec and registers it as booting.
+// Boot errors that are nobody's fault.
+var (
+	// errClosed: the controller is shutting down and boots nothing more.
+	errClosed = errors.New("controller closed")
+	// errStoppedBooting: the instance was stopped (its function removed,
+	// the appliance shut down) while its VM booted.
+	errStoppedBooting = errors.New("stopped while booting")
+)
+
+// boot starts one VM of spec, registered as booting, and waits for it.
 func (c *Controller) boot(f *fn, spec *function.Spec, d disks) (*instance, error) {
+	c.mu.Lock()
+	in, err := c.register(f, spec)
+	c.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.start(f, in, d); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// register adds a booting instance of spec to f; c.mu is held.
+func (c *Controller) register(f *fn, spec *function.Spec) (*instance, error) {
+	if c.closed {
+		return nil, fmt.Errorf("booting vm for %s: %w", f.name, errClosed)
+	}
 	secret, err := newSecret()
 	if err != nil {
 		return nil, err
@@ -390,9 +550,22 @@ func (c *Controller) boot(f *fn, spec *function.Spec, d disks) (*instance, error
 	v.Spec.Memory = spec.VM.Spec.Memory
 	v.Spec.Kernel.CmdLine = ""
 	v.Spec.Image = spec.VM.Spec.Image
+	in := &instance{
+		id: string(v.UID), vm: v, version: spec.Digest, spec: spec, secret: secret,
+		state: instBooting, drained: make(chan struct{}), stopped: make(chan struct{}),
+	}
+	f.instances = append(f.instances, in)
+	c.notify(f)
+	return in, nil
+}
+
+// start boots the VM of a registered instance and waits until its agent
+// answers. On failure the instance is forgotten.
+func (c *Controller) start(f *fn, in *instance, d disks) error {
+	spec := in.spec
 	agent := protocol.Config{
 		Name:    f.name,
-		Secret:  secret,
+		Secret:  in.secret,
 		Mode:    spec.Mode,
 		Runtime: spec.Runtime,
 		Handler: spec.Handler,
@@ -404,40 +577,47 @@ func (c *Controller) boot(f *fn, spec *function.Spec, d disks) (*instance, error
 	if spec.Egress {
 		agent.Network.DNS = protocol.GuestDNS
 	}
-	in := &instance{
-		id: string(v.UID), version: spec.Digest, spec: spec, secret: secret,
-		state: instBooting, drained: make(chan struct{}),
-	}
-	c.mu.Lock()
-	f.instances = append(f.instances, in)
-	f.broadcast()
-	c.mu.Unlock()
-
 	ctx, cancel := context.WithTimeout(c.life, c.opts.BootTimeout)
 	defer cancel()
 	start := time.Now()
 	c.log.Info("booting vm", "function", f.name, "vm_id", in.id, "version", short(spec.Digest), "engine", c.engine.Name())
 	m, err := c.engine.Start(ctx, &vm.Spec{
-		VM: v, Kernel: c.opts.Kernel, Initrd: c.opts.Initrd,
+		VM: in.vm, Kernel: c.opts.Kernel, Initrd: c.opts.Initrd,
 		RootFS: d.rootfs, Code: d.code, Agent: agent, Egress: spec.Egress,
 	})
 	if err != nil {
 		c.mu.Lock()
 		f.instances = without(f.instances, in)
-		f.broadcast()
+		c.notify(f)
 		c.mu.Unlock()
-		return nil, fmt.Errorf("booting vm for %s: %w", f.name, err)
+		return fmt.Errorf("booting vm for %s: %w", f.name, err)
 	}
-	c.log.Info("vm ready", "function", f.name, "vm_id", in.id, "boot_seconds", time.Since(start).Seconds(), "endpoint", m.Endpoint())
+	took := time.Since(start)
 	c.mu.Lock()
 	in.m, in.started = m, time.Now()
-	c.mu.Unlock()
-	c.wg.Add(1)
+	if in.stopCalled { // stopped (removed, shut down) while it booted
+		c.mu.Unlock()
+		c.stopMachine(f, in.id, m)
+		return fmt.Errorf("booting vm for %s: %w", f.name, errStoppedBooting)
+	}
+	if !f.removed {
+		c.rec.VMBooted(f.name, took)
+	}
+	c.wg.Add(2)
 	go c.watchInstance(f, in, m)
-	return in, nil
+	go c.watchHealth(f, in, m)
+	c.mu.Unlock()
+	c.log.Info("vm ready", "function", f.name, "vm_id", in.id, "boot_seconds", took.Seconds(), "endpoint", m.Endpoint())
+	return nil
 }
 
-// watchInstance notices a VM that dies on its own and replaces it.
+// backoff is the wait before the n-th consecutive restart.
+func (c *Controller) backoff(n int) time.Duration {
+	return min(time.Second<<min(max(n, 1)-1, 10), c.opts.MaxBackoff)
+}
+
+// watchInstance notices a VM that dies on its own and, after a backoff,
+// lets the autoscaler replace it.
 func (c *Controller) watchInstance(f *fn, in *instance, m vm.Machine) {
 	defer c.wg.Done()
 	err := m.Wait(c.life)
@@ -454,50 +634,25 @@ func (c *Controller) watchInstance(f *fn, in *instance, m vm.Machine) {
 		f.crashes = 0
 	}
 	f.crashes++
-	delay := min(time.Second<<min(f.crashes-1, 10), c.opts.MaxBackoff)
+	delay := c.backoff(f.crashes)
 	f.restartAt = time.Now().Add(delay)
 	if f.count(instReady, "") == 0 && f.count(instBooting, "") == 0 {
 		f.state = StateFailed
 	}
-	f.broadcast()
-	spec, d, removed := f.spec, f.disks, f.removed
+	c.notify(f)
 	c.mu.Unlock()
-	c.log.Error("vm crashed; restarting after backoff", "function", f.name, "vm_id", in.id, "err", err, "backoff", delay)
+	c.log.Error("vm crashed; replacing it after backoff", "function", f.name, "vm_id", in.id, "err", err, "backoff", delay)
 	c.stopInstance(f, in) // removes its files
-	if removed || spec == nil || spec.Digest != in.version {
-		return
-	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
 	select {
-	case <-time.After(delay):
+	case <-t.C:
 	case <-c.life.Done():
 		return
 	}
 	c.mu.Lock()
-	stale := f.removed || f.spec == nil || f.spec.Digest != spec.Digest ||
-		f.count(instReady, spec.Digest)+f.count(instBooting, spec.Digest) >= max(spec.Scale.MinReplicas, 1)
+	c.autoscale(f, time.Now(), false, "vm crashed")
 	c.mu.Unlock()
-	if stale {
-		return
-	}
-	nin, err := c.boot(f, spec, d)
-	if err != nil {
-		c.mu.Lock()
-		f.lastErr = "restart failed: " + err.Error()
-		f.broadcast()
-		c.mu.Unlock()
-		c.log.Error("restart failed", "function", f.name, "err", err)
-		return
-	}
-	c.mu.Lock()
-	if f.spec != nil && f.spec.Digest == nin.version && !f.removed {
-		nin.state = instReady
-		f.state = StateReady
-		f.broadcast()
-		c.mu.Unlock()
-		return
-	}
-	c.mu.Unlock()
-	c.stopInstance(f, nin)
 }
 
 // stopInstance stops one VM (once) and forgets it.
@@ -508,55 +663,80 @@ func (c *Controller) stopInstance(f *fn, in *instance) {
 		return
 	}
 	in.stopCalled = true
+	close(in.stopped)
 	in.state = instStopped
 	m := in.m
 	f.instances = without(f.instances, in)
-	f.broadcast()
+	c.notify(f)
 	c.mu.Unlock()
-	if m == nil {
-		return
+	if m != nil {
+		c.stopMachine(f, in.id, m)
 	}
+}
+
+func (c *Controller) stopMachine(f *fn, id string, m vm.Machine) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.StopTimeout)
 	defer cancel()
 	if err := m.Stop(ctx); err != nil {
-		c.log.Warn("stopping vm", "function", f.name, "vm_id", in.id, "err", err)
+		c.log.Warn("stopping vm", "function", f.name, "vm_id", id, "err", err)
 		return
 	}
-	c.log.Info("vm stopped", "function", f.name, "vm_id", in.id)
+	c.log.Info("vm stopped", "function", f.name, "vm_id", id)
 }
 
 // Acquire waits, bounded by ctx, for a ready instance of name with a free
-// concurrency slot, and reserves the slot. Errors wrap ErrNotFound,
-// ErrNotReady, ErrUnavailable or ErrOverloaded.
+// concurrency slot, and reserves the slot. A request that has to wait
+// counts against the queue bound and makes the autoscaler look at the
+// function at once; a function at zero replicas boots one for it (the
+// activator). Errors wrap ErrNotFound, ErrNotReady, ErrUnavailable or
+// ErrOverloaded.
 func (c *Controller) Acquire(ctx context.Context, name string) (Instance, error) {
+	arrived := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	queued := false
-	var f *fn
+	var queuedOn *fn // the fn whose queue this request waits in
 	defer func() {
-		if queued {
-			f.waiters--
+		if queuedOn != nil {
+			queuedOn.waiters--
+			c.publish(queuedOn)
 		}
 	}()
-	for {
-		f = c.fns[name]
+	for first := true; ; first = false {
+		f := c.fns[name]
 		if f == nil || f.removed {
 			return Instance{}, fmt.Errorf("%w: %s", ErrNotFound, name)
 		}
+		if first {
+			f.lastRequest = arrived
+		}
 		if in := f.pick(); in != nil {
 			in.inflight++
-			return c.lease(f, in), nil
+			if queuedOn != nil && in.started.After(arrived) {
+				f.counts.ColdStarts++
+				c.rec.ColdStart(name)
+			}
+			return c.lease(f, in, arrived), nil
 		}
-		if (f.state == StateInvalid || f.state == StateFailed) && f.count(instBooting, "") == 0 {
-			return Instance{}, fmt.Errorf("%w: %s: %s", ErrUnavailable, name, f.lastErr)
+		if err := c.unavailable(f); err != nil {
+			return Instance{}, err
 		}
-		if !queued {
+		if queuedOn != f {
+			if queuedOn != nil { // the function was removed and is back
+				queuedOn.waiters--
+				c.publish(queuedOn)
+				queuedOn = nil
+			}
 			if f.waiters >= c.opts.QueueSize {
+				f.counts.Rejected++
 				return Instance{}, fmt.Errorf("%w: %s: %d requests already waiting", ErrOverloaded, name, f.waiters)
 			}
 			f.waiters++
-			queued = true
+			queuedOn = f
+			c.publish(f)
 		}
+		// Each time it has to wait (another request may have taken the
+		// slot it was woken for), the request asks for more instances.
+		c.autoscale(f, time.Now(), false, "request waiting")
 		ch := f.changed
 		c.mu.Unlock()
 		select {
@@ -569,8 +749,28 @@ func (c *Controller) Acquire(ctx context.Context, name string) (Instance, error)
 	}
 }
 
+// unavailable says why f cannot serve a request now, or nil when it can
+// (perhaps after a boot); c.mu is held.
+func (c *Controller) unavailable(f *fn) error {
+	if c.closed {
+		return fmt.Errorf("%w: %s: the appliance is shutting down", ErrUnavailable, f.name)
+	}
+	if f.count(instBooting, "") > 0 {
+		return nil
+	}
+	switch {
+	case f.state == StateInvalid:
+	case f.state == StateFailed && (f.spec == nil || time.Now().Before(f.restartAt)):
+		// Nothing ever served, or a crash's backoff runs: after it, a
+		// request boots the version again.
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %s", ErrUnavailable, f.name, f.lastErr)
+}
+
 // lease hands out a reserved slot; c.mu is held.
-func (c *Controller) lease(f *fn, in *instance) Instance {
+func (c *Controller) lease(f *fn, in *instance, arrived time.Time) Instance {
 	var once sync.Once
 	return Instance{
 		Function: f.name,
@@ -580,6 +780,7 @@ func (c *Controller) lease(f *fn, in *instance) Instance {
 		Timeout:  in.spec.Timeout,
 		Release: func(status int) {
 			once.Do(func() {
+				took := time.Since(arrived)
 				c.mu.Lock()
 				defer c.mu.Unlock()
 				in.inflight--
@@ -587,10 +788,11 @@ func (c *Controller) lease(f *fn, in *instance) Instance {
 				if status == 0 || status >= 500 {
 					f.counts.Errors++
 				}
+				f.latency.add(took)
 				if in.state == instDraining && in.inflight == 0 {
 					close(in.drained)
 				}
-				f.broadcast()
+				c.notify(f)
 			})
 		},
 	}
@@ -657,7 +859,13 @@ func (c *Controller) status(f *fn) Status {
 			Ready:    f.count(instReady, ""),
 			Booting:  f.count(instBooting, ""),
 			Draining: f.count(instDraining, ""),
+			Desired:  f.desired,
 		},
+		Queued:  f.waiters,
+		Latency: f.latency.summary(),
+	}
+	for _, in := range f.instances {
+		s.InFlight += in.inflight
 	}
 	if f.spec != nil {
 		s.Runtime, s.Mode, s.Handler, s.Version = f.spec.Runtime, f.spec.Mode, f.spec.Handler, short(f.spec.Digest)
@@ -665,6 +873,11 @@ func (c *Controller) status(f *fn) Status {
 			if in.state == instReady && in.version == f.spec.Digest {
 				s.VMID = in.id
 			}
+		}
+		sc := f.spec.Scale
+		s.Scale = Scale{
+			MinReplicas: sc.MinReplicas, MaxReplicas: sc.MaxReplicas, Concurrency: sc.Concurrency,
+			IdleTimeout: sc.IdleTimeout.String(), TargetUtilization: sc.TargetUtilization,
 		}
 	}
 	return s
@@ -677,6 +890,7 @@ func (c *Controller) Close(ctx context.Context) error {
 	fns := make([]*fn, 0, len(c.fns))
 	for _, f := range c.fns {
 		fns = append(fns, f)
+		c.notify(f) // waiting requests give up
 	}
 	c.mu.Unlock()
 	var wg sync.WaitGroup
@@ -691,6 +905,9 @@ func (c *Controller) Close(ctx context.Context) error {
 	}
 	wg.Wait()
 	c.cancel()
+	if p, ok := c.opts.Prober.(interface{ CloseIdleConnections() }); ok {
+		p.CloseIdleConnections()
+	}
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()
 	select {

@@ -66,7 +66,7 @@ type fakeMachine struct {
 var _ vm.Machine = (*fakeMachine)(nil)
 
 func (m *fakeMachine) ID() string         { return m.id }
-func (m *fakeMachine) Endpoint() string   { return "127.0.0.1:9" }
+func (m *fakeMachine) Endpoint() string   { return "fake-endpoint-" + m.id }
 func (m *fakeMachine) ConsoleLog() string { return "" }
 func (m *fakeMachine) crash()             { m.exit <- errors.New("boom") }
 func (m *fakeMachine) Wait(ctx context.Context) error {
@@ -93,10 +93,12 @@ func (fakeImages) CodeDisk(ctx context.Context, dir string) (string, string, err
 	return dir + ".ext4", "digest", nil
 }
 
-func newTestController(t *testing.T, e *fakeEngine) (*Controller, string) {
+// newTestController returns a controller of fake VMs that are always
+// healthy; tune adjusts its options.
+func newTestController(t *testing.T, e *fakeEngine, tune ...func(*Options)) (*Controller, string) {
 	t.Helper()
 	dir := t.TempDir()
-	c := New(Options{
+	opts := Options{
 		FunctionsDir: dir,
 		Defaults: function.Defaults{
 			Timeout: 5 * time.Second, MinReplicas: 1, MaxReplicas: 1, Concurrency: 2,
@@ -106,8 +108,13 @@ func newTestController(t *testing.T, e *fakeEngine) (*Controller, string) {
 		DrainTimeout: 5 * time.Second,
 		MaxBackoff:   10 * time.Millisecond,
 		QueueSize:    2,
+		Prober:       &fakeProber{},
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}, e, fakeImages{})
+	}
+	for _, f := range tune {
+		f(&opts)
+	}
+	c := New(opts, e, fakeImages{})
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	return c, dir
 }

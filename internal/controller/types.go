@@ -9,6 +9,7 @@ import (
 const (
 	StateDeploying = "deploying" // first instance booting, nothing serves yet
 	StateReady     = "ready"     // at least one instance serves
+	StateIdle      = "idle"      // scaled to zero: the next request boots an instance
 	StateFailed    = "failed"    // nothing serves; LastError says why
 	StateInvalid   = "invalid"   // the folder is not a valid function; LastError says why
 )
@@ -41,19 +42,45 @@ type Status struct {
 	Warnings    []string  `json:"warnings,omitempty"` // e.g. VM config fields the engine ignores
 	Invocations Counts    `json:"invocations"`
 	Replicas    Replicas  `json:"replicas"`
+	InFlight    int       `json:"inFlight"` // requests being served now
+	Queued      int       `json:"queued"`   // requests waiting for a free slot or a boot
+	Latency     Latency   `json:"latency"`
+	Scale       Scale     `json:"scale,omitzero"` // the serving version's settings
 }
 
 // Counts are per-function invocation counters.
 type Counts struct {
-	Total  uint64 `json:"total"`
-	Errors uint64 `json:"errors"` // 5xx answers
+	Total      uint64 `json:"total"`      // invocations that reached an instance
+	Errors     uint64 `json:"errors"`     // of those, 5xx answers or none at all
+	ColdStarts uint64 `json:"coldStarts"` // of those, ones that waited for a VM to boot
+	Rejected   uint64 `json:"rejected"`   // refused because the queue was full (429)
 }
 
-// Replicas counts instances by state.
+// Replicas counts instances by state, and how many the autoscaler wants.
 type Replicas struct {
 	Ready    int `json:"ready"`
 	Booting  int `json:"booting"`
 	Draining int `json:"draining"`
+	Desired  int `json:"desired"`
+}
+
+// Latency summarises the most recent invocations (at most LatencyWindow),
+// each from its arrival at the controller, queueing and cold start
+// included, to the end of its response. Times are in milliseconds.
+type Latency struct {
+	Samples int     `json:"samples"`
+	MeanMs  float64 `json:"meanMs"`
+	P50Ms   float64 `json:"p50Ms"`
+	P99Ms   float64 `json:"p99Ms"`
+}
+
+// Scale is the serving version's scale settings, as the API shows them.
+type Scale struct {
+	MinReplicas       int     `json:"minReplicas"`
+	MaxReplicas       int     `json:"maxReplicas"`
+	Concurrency       int     `json:"concurrency"`
+	IdleTimeout       string  `json:"idleTimeout"`
+	TargetUtilization float64 `json:"targetUtilization"`
 }
 
 // Instance is a ready instance handed to the gateway for one request.

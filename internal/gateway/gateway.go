@@ -52,6 +52,18 @@ type Options struct {
 	// ShutdownTimeout bounds how long Serve waits for in-flight requests
 	// once its context ends (default 20s).
 	ShutdownTimeout time.Duration
+	// Observer records every invocation (nil: none).
+	Observer Observer
+}
+
+// Observer records invocations, e.g. as Prometheus metrics. It gets every
+// request to /invoke/<name> whatever the name: it decides which names it
+// keeps (the appliance's metrics keep only functions that exist).
+type Observer interface {
+	// InvocationStarted: a request for function arrived.
+	InvocationStarted(function string)
+	// InvocationDone: it was answered with status (0: no answer) after took.
+	InvocationDone(function string, status int, took time.Duration)
 }
 
 func (o Options) withDefaults() Options {
@@ -137,6 +149,12 @@ func (g *Gateway) Handler() http.Handler { return g.echo }
 // outside this package (metrics, the UI). Call it before serving.
 func (g *Gateway) Mount(path string, h http.Handler) {
 	g.echo.Any(path, echo.WrapHandler(h))
+}
+
+// MountAPI is Mount behind the API token, when one is set, as /api/* is:
+// for routes such as /metrics that reveal what the appliance runs.
+func (g *Gateway) MountAPI(path string, h http.Handler) {
+	g.echo.Any(path, echo.WrapHandler(h), g.requireToken)
 }
 
 // Serve serves on ln until ctx ends, then stops accepting connections and

@@ -62,6 +62,11 @@ func (g *Gateway) invoke(c echo.Context) error {
 	if !ok {
 		return g.fail(c, fmt.Errorf("%w: no function name in %q", controller.ErrNotFound, req.URL.Path))
 	}
+	if obs := g.opts.Observer; obs != nil {
+		start := time.Now()
+		obs.InvocationStarted(name)
+		defer func() { obs.InvocationDone(name, responseStatus(c), time.Since(start)) }()
+	}
 	if req.ContentLength > g.opts.MaxBody {
 		return g.fail(c, &http.MaxBytesError{Limit: g.opts.MaxBody})
 	}
@@ -74,13 +79,7 @@ func (g *Gateway) invoke(c echo.Context) error {
 		return g.fail(c, g.acquireError(req.Context(), bootExpired, err))
 	}
 	info.vmID = inst.VMID
-	defer func() {
-		status := 0
-		if c.Response().Committed {
-			status = c.Response().Status
-		}
-		inst.Release(status)
-	}()
+	defer func() { inst.Release(responseStatus(c)) }()
 
 	path, err := url.PathUnescape(rawPath)
 	if err != nil {
@@ -95,6 +94,14 @@ func (g *Gateway) invoke(c echo.Context) error {
 	}
 	g.proxy.ServeHTTP(proxyWriter{c.Response()}, out)
 	return nil
+}
+
+// responseStatus is the status sent to the client, 0 if none was.
+func responseStatus(c echo.Context) int {
+	if c.Response().Committed {
+		return c.Response().Status
+	}
+	return 0
 }
 
 // acquireError says why no instance came: the client left, or the boot

@@ -1,0 +1,316 @@
+package controller
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/faasvm/appliance/guest/protocol"
+	"github.com/faasvm/appliance/internal/function"
+	"github.com/faasvm/appliance/internal/vm"
+)
+
+// The autoscaler.
+//
+// Every Options.ScaleInterval, and at once when a request has to wait, each
+// function's load (requests in flight on its ready instances plus requests
+// waiting) is turned into a desired replica count (desiredReplicas). Below
+// it (counting booting instances) the controller boots the difference at
+// once: bursts are met without waiting for a tick, and a function at zero
+// replicas boots one for its first request (the activator). Above it, the
+// controller scales in only after fewer replicas have done for a whole
+// idleTimeout, and then only down to the most that were wanted during that
+// window: steady load does not flap. A function that has had no request
+// for idleTimeout goes to minReplicas at once, which may be zero. Scaling
+// in drains the instances with the fewest requests in flight.
+
+// loadReplicas is how many instances serve load requests (in flight plus
+// queued) at the target utilisation: ceil(load / (concurrency × target)).
+func loadReplicas(load int, s function.Scale) int {
+	if load <= 0 {
+		return 0
+	}
+	per := float64(s.Concurrency) * s.TargetUtilization
+	// The epsilon keeps 7/(10×0.7) at 1, whatever the rounding of 0.7.
+	return int(math.Ceil(float64(load)/per - 1e-9))
+}
+
+// desiredReplicas clamps loadReplicas between the floor and maxReplicas.
+// The floor is minReplicas, and at least one unless the function is idle
+// (no request for idleTimeout): only idleness takes a function to zero.
+func desiredReplicas(load int, s function.Scale, idle bool) int {
+	floor := s.MinReplicas
+	if !idle {
+		floor = max(floor, 1)
+	}
+	return min(max(loadReplicas(load, s), floor), s.MaxReplicas)
+}
+
+// autoscaleLoop runs autoscale on every function each ScaleInterval.
+func (c *Controller) autoscaleLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.opts.ScaleInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.life.Done():
+			return
+		case now := <-t.C:
+			c.mu.Lock()
+			for _, f := range c.fns {
+				c.autoscale(f, now, true, "tick")
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// autoscale compares f's replicas with what its load wants and boots or
+// drains instances; with scaleIn false it only ever adds. trigger says what
+// asked, for the log. c.mu is held.
+func (c *Controller) autoscale(f *fn, now time.Time, scaleIn bool, trigger string) {
+	if c.closed || f.removed || f.spec == nil || f.state == StateInvalid {
+		return
+	}
+	spec := f.spec
+	sc := spec.Scale
+	var ready, booting, inflight int
+	for _, in := range f.instances {
+		if in.version != spec.Digest {
+			continue
+		}
+		switch in.state {
+		case instReady:
+			ready++
+			inflight += in.inflight
+		case instBooting:
+			booting++
+		}
+	}
+	current := ready + booting
+	load := inflight + f.waiters
+	idle := load == 0 && now.Sub(f.lastRequest) >= sc.IdleTimeout
+	desired := desiredReplicas(load, sc, idle)
+	f.desired = desired
+	log := c.log.With("function", f.name, "from", current, "in_flight", inflight, "queued", f.waiters, "trigger", trigger)
+
+	if desired > current {
+		f.belowSince = time.Time{}
+		if now.Before(f.restartAt) {
+			return // backing off after a crash or a failed boot
+		}
+		reason := "below minReplicas"
+		switch {
+		case current == 0 && load > 0:
+			reason = "activating from zero for waiting requests"
+		case loadReplicas(load, sc) > current:
+			reason = fmt.Sprintf("in-flight per replica above %.0f%% of concurrency %d", sc.TargetUtilization*100, sc.Concurrency)
+		}
+		log.Info("scaling out", "to", desired, "reason", reason)
+		c.scaleOut(f, desired-current)
+		return
+	}
+	if !scaleIn {
+		return
+	}
+	if desired == current || booting > 0 {
+		f.belowSince = time.Time{}
+		return
+	}
+	target, reason := desired, fmt.Sprintf("no request for idleTimeout %s", sc.IdleTimeout)
+	if !idle {
+		if f.belowSince.IsZero() {
+			f.belowSince, f.peak = now, desired
+			return
+		}
+		f.peak = max(f.peak, desired)
+		if now.Sub(f.belowSince) < sc.IdleTimeout {
+			return
+		}
+		target = f.peak
+		reason = fmt.Sprintf("load needed at most %d replicas for idleTimeout %s", target, sc.IdleTimeout)
+	}
+	f.belowSince = time.Time{}
+	if target >= current {
+		return
+	}
+	log.Info("scaling in", "to", target, "reason", reason)
+	c.scaleIn(f, current-target)
+}
+
+// scaleOut boots n more instances of the serving version in the
+// background; each serves as soon as it is ready. c.mu is held.
+func (c *Controller) scaleOut(f *fn, n int) {
+	spec, d := f.spec, f.disks
+	for range n {
+		in, err := c.register(f, spec)
+		if err != nil {
+			c.log.Warn("not scaling out", "function", f.name, "err", err)
+			return
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if err := c.start(f, in, d); err != nil {
+				c.bootFailed(f, in, err)
+				return
+			}
+			c.mu.Lock()
+			if f.removed || c.closed || f.spec == nil || f.spec.Digest != in.version || in.state != instBooting {
+				c.mu.Unlock()
+				c.stopInstance(f, in) // not wanted any more
+				return
+			}
+			in.state = instReady
+			f.state = StateReady
+			c.notify(f)
+			c.mu.Unlock()
+		}()
+	}
+}
+
+// bootFailed records a failed scale-out boot: the function backs off
+// before the next one, and fails if nothing else can serve it.
+func (c *Controller) bootFailed(f *fn, in *instance, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || f.removed || errors.Is(err, errStoppedBooting) {
+		return
+	}
+	f.lastErr = "scaling out: " + err.Error()
+	f.crashes++
+	delay := c.backoff(f.crashes)
+	f.restartAt = time.Now().Add(delay)
+	if f.spec != nil && f.spec.Digest == in.version && f.count(instReady, in.version) == 0 && f.count(instBooting, in.version) == 0 {
+		f.state = StateFailed
+	}
+	c.notify(f)
+	c.log.Error("scale-out boot failed", "function", f.name, "vm_id", in.id, "err", err, "backoff", delay)
+}
+
+// scaleIn drains the n ready instances of the serving version with the
+// fewest requests in flight. c.mu is held.
+func (c *Controller) scaleIn(f *fn, n int) {
+	var ready []*instance
+	for _, in := range f.instances {
+		if in.state == instReady && in.version == f.spec.Digest {
+			ready = append(ready, in)
+		}
+	}
+	slices.SortStableFunc(ready, func(a, b *instance) int { return cmp.Compare(a.inflight, b.inflight) })
+	for _, in := range ready[:min(n, len(ready))] {
+		c.log.Info("draining vm", "function", f.name, "vm_id", in.id, "in_flight", in.inflight, "step", "scale-in")
+		c.drain(f, in)
+	}
+	if f.count(instReady, f.spec.Digest) == 0 && f.count(instBooting, f.spec.Digest) == 0 {
+		f.state = StateIdle
+	}
+	c.notify(f)
+}
+
+// watchHealth checks a ready instance every HealthInterval; after
+// HealthThreshold failures in a row it takes the instance out of service,
+// stops it, and lets the autoscaler replace it. It ends with the instance.
+func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
+	defer c.wg.Done()
+	t := time.NewTicker(c.opts.HealthInterval)
+	defer t.Stop()
+	failures := 0
+	for {
+		select {
+		case <-in.stopped:
+			return
+		case <-c.life.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		serving := in.state == instReady
+		c.mu.Unlock()
+		if !serving {
+			failures = 0 // booting or draining: not checked
+			continue
+		}
+		ctx, cancel := context.WithTimeout(c.life, c.opts.HealthTimeout)
+		err := c.opts.Prober.Probe(ctx, m.Endpoint(), in.secret)
+		cancel()
+		if err == nil {
+			failures = 0
+			continue
+		}
+		if c.life.Err() != nil {
+			return
+		}
+		failures++
+		c.log.Warn("health check failed", "function", f.name, "vm_id", in.id, "failures", failures, "threshold", c.opts.HealthThreshold, "err", err)
+		if failures < c.opts.HealthThreshold {
+			continue
+		}
+		c.mu.Lock()
+		if in.state != instReady {
+			c.mu.Unlock()
+			failures = 0
+			continue
+		}
+		in.state = instUnhealthy
+		f.lastErr = fmt.Sprintf("vm %s failed %d health checks in a row (last: %v); replaced", in.id, failures, err)
+		c.notify(f)
+		c.autoscale(f, time.Now(), false, "vm unhealthy")
+		c.mu.Unlock()
+		c.log.Error("vm unhealthy: stopping it", "function", f.name, "vm_id", in.id, "err", err)
+		c.stopInstance(f, in)
+		return
+	}
+}
+
+// httpProber asks the agent at an endpoint for its health.
+type httpProber struct{ client *http.Client }
+
+var _ Prober = (*httpProber)(nil)
+
+func newHTTPProber() *httpProber {
+	return &httpProber{client: &http.Client{
+		Transport: &http.Transport{
+			Proxy:               nil, // instances are on loopback: never a proxy
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 1,
+			IdleConnTimeout:     30 * time.Second,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+func (p *httpProber) Probe(ctx context.Context, endpoint, secret string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+endpoint+protocol.HealthPath, nil)
+	if err != nil {
+		return fmt.Errorf("health check of %s: %w", endpoint, err)
+	}
+	req.Header.Set(protocol.SecretHeader, secret)
+	res, err := p.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("health check of %s: %w", endpoint, err)
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("health check of %s: status %d", endpoint, res.StatusCode)
+	}
+	return nil
+}
+
+func (p *httpProber) CloseIdleConnections() { p.client.CloseIdleConnections() }
+
+// nopRecorder records nothing.
+type nopRecorder struct{}
+
+func (nopRecorder) FunctionState(string, int, int) {}
+func (nopRecorder) VMBooted(string, time.Duration) {}
+func (nopRecorder) ColdStart(string)               {}
+func (nopRecorder) Forget(string)                  {}

@@ -1,0 +1,181 @@
+// Package metrics holds the appliance's Prometheus metrics, in a registry
+// owned by a Metrics value (never the global default registry).
+//
+// The invocation metrics keep OpenFaaS's gateway names and labels, so its
+// dashboards and alerts work unchanged:
+//
+//	gateway_function_invocation_total{function_name,code}  counter
+//	gateway_function_invocation_started{function_name}     counter
+//	gateway_functions_seconds{function_name}               histogram
+//	gateway_service_count{function_name}                   gauge (ready replicas)
+//
+// and the appliance adds its own:
+//
+//	faasvm_vm_boot_seconds{function_name}     histogram (VM start to agent ready)
+//	faasvm_cold_starts_total{function_name}   counter (requests that waited for a boot)
+//	faasvm_queue_depth{function_name}         gauge (requests waiting for a slot)
+//
+// function_name is the folder's name (OpenFaaS appends a namespace such as
+// ".openfaas-fn"; there is none here).
+//
+// Series exist only for functions the controller reports (FunctionState)
+// and are deleted when it forgets one (Forget), so a request for an unknown
+// or removed name never creates a series.
+package metrics
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// label names
+const (
+	labelFunction = "function_name"
+	labelCode     = "code"
+)
+
+// Metrics records the appliance's metrics. The zero value is not usable:
+// call New. Its methods are safe for concurrent use.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	started  *prometheus.CounterVec
+	total    *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+	replicas *prometheus.GaugeVec
+	boot     *prometheus.HistogramVec
+	cold     *prometheus.CounterVec
+	queue    *prometheus.GaugeVec
+
+	mu    sync.Mutex
+	known map[string]bool // functions with series; see the package comment
+}
+
+// New returns metrics registered in a new registry, with the Go runtime and
+// process collectors beside them.
+func New() *Metrics {
+	// Histogram buckets, in seconds. Invocations: Prometheus's defaults
+	// (5ms to 10s) extended to a minute. Boots: KVM (tens of ms) to
+	// software emulation (seconds).
+	invocationBuckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	bootBuckets := []float64{.05, .1, .25, .5, 1, 2, 3, 5, 10, 20, 30, 60}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		started: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_function_invocation_started",
+			Help: "Function invocations started (OpenFaaS-compatible).",
+		}, []string{labelFunction}),
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_function_invocation_total",
+			Help: "Function invocations finished, by HTTP status (OpenFaaS-compatible).",
+		}, []string{labelFunction, labelCode}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gateway_functions_seconds",
+			Help:    "Function invocation time, from arrival at the gateway to the end of the response, queueing and cold starts included (OpenFaaS-compatible).",
+			Buckets: invocationBuckets,
+		}, []string{labelFunction}),
+		replicas: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_service_count",
+			Help: "Ready replicas (VMs) of the function (OpenFaaS-compatible).",
+		}, []string{labelFunction}),
+		boot: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "faasvm_vm_boot_seconds",
+			Help:    "Time from starting a VM to its guest agent answering, per VM.",
+			Buckets: bootBuckets,
+		}, []string{labelFunction}),
+		cold: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "faasvm_cold_starts_total",
+			Help: "Invocations that had to wait for a VM to boot.",
+		}, []string{labelFunction}),
+		queue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "faasvm_queue_depth",
+			Help: "Requests waiting for a free concurrency slot of the function.",
+		}, []string{labelFunction}),
+		known: map[string]bool{},
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.started, m.total, m.seconds, m.replicas, m.boot, m.cold, m.queue,
+	)
+	return m
+}
+
+// Registry is where the metrics are registered, for promhttp.HandlerFor.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// isKnown says whether function has series; m.mu is held.
+func (m *Metrics) isKnown(function string) bool { return m.known[function] }
+
+// InvocationStarted counts a request for function arriving at the gateway.
+// Unknown functions are not recorded.
+func (m *Metrics) InvocationStarted(function string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.isKnown(function) {
+		m.started.WithLabelValues(function).Inc()
+	}
+}
+
+// InvocationDone records a request's final HTTP status and duration.
+// Unknown functions are not recorded.
+func (m *Metrics) InvocationDone(function string, status int, took time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.isKnown(function) {
+		return
+	}
+	m.total.WithLabelValues(function, strconv.Itoa(status)).Inc()
+	m.seconds.WithLabelValues(function).Observe(took.Seconds())
+}
+
+// FunctionState reports a function's ready replicas and queued requests;
+// the first report makes the function known.
+func (m *Metrics) FunctionState(function string, ready, queued int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.known[function] {
+		m.known[function] = true
+		// Expose the counters at zero from the start, so that rate() sees
+		// the first invocation.
+		m.started.WithLabelValues(function)
+		m.cold.WithLabelValues(function)
+	}
+	m.replicas.WithLabelValues(function).Set(float64(ready))
+	m.queue.WithLabelValues(function).Set(float64(queued))
+}
+
+// VMBooted records one VM boot of function.
+func (m *Metrics) VMBooted(function string, took time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.isKnown(function) {
+		m.boot.WithLabelValues(function).Observe(took.Seconds())
+	}
+}
+
+// ColdStart counts an invocation of function that waited for a VM to boot.
+func (m *Metrics) ColdStart(function string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.isKnown(function) {
+		m.cold.WithLabelValues(function).Inc()
+	}
+}
+
+// Forget deletes every series of a removed function.
+func (m *Metrics) Forget(function string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.known, function)
+	l := prometheus.Labels{labelFunction: function}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.started, m.total, m.seconds, m.replicas, m.boot, m.cold, m.queue,
+	} {
+		v.DeletePartialMatch(l)
+	}
+}
