@@ -21,9 +21,11 @@ import (
 	"time"
 
 	api "github.com/weaveworks/ignite/pkg/apis/ignite"
+	meta "github.com/weaveworks/ignite/pkg/apis/meta/v1alpha1"
 
 	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/function"
+	"github.com/faasvm/appliance/internal/image"
 	"github.com/faasvm/appliance/internal/vm"
 )
 
@@ -548,8 +550,21 @@ func (c *Controller) register(f *fn, spec *function.Spec) (*instance, error) {
 	v := vm.NewVM(f.name)
 	v.Spec.CPUs = spec.VM.Spec.CPUs
 	v.Spec.Memory = spec.VM.Spec.Memory
+	v.Spec.DiskSize = spec.VM.Spec.DiskSize
+	v.Spec.Sandbox = spec.VM.Spec.Sandbox
+	v.Spec.Kernel.OCI = spec.VM.Spec.Kernel.OCI
+	// Ignite's default command line is for its own kernel; the qemu
+	// engine has its own, and extra arguments are not a function setting.
 	v.Spec.Kernel.CmdLine = ""
-	v.Spec.Image = spec.VM.Spec.Image
+	// The image the root filesystem really comes from (what the ignite
+	// engine boots), not the template's.
+	ref := spec.Image
+	if ref == "" {
+		ref = image.RuntimeImageTag(spec.Runtime)
+	}
+	if oci, err := meta.NewOCIImageRef(ref); err == nil {
+		v.Spec.Image.OCI = oci
+	}
 	in := &instance{
 		id: string(v.UID), vm: v, version: spec.Digest, spec: spec, secret: secret,
 		state: instBooting, drained: make(chan struct{}), stopped: make(chan struct{}),
