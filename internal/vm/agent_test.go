@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/faasvm/appliance/guest/protocol"
-	"github.com/faasvm/appliance/internal/vm/vmtest"
+	"github.com/faasvm/appliance/internal/vmtest"
 )
 
 const testSecret = "s3cret"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/faasvm/appliance/internal/vm/vmtest"
+	"github.com/faasvm/appliance/internal/vmtest"
 )
 
 func TestBootRun(t *testing.T) {

@@ -24,7 +24,7 @@ import (
 
 	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/vm"
-	"github.com/faasvm/appliance/internal/vm/vmtest"
+	"github.com/faasvm/appliance/internal/vmtest"
 )
 
 // fakeAgent is the guest agent as the engine sees it: health and poweroff

@@ -19,7 +19,7 @@ import (
 
 	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/vm"
-	"github.com/faasvm/appliance/internal/vm/vmtest"
+	"github.com/faasvm/appliance/internal/vmtest"
 )
 
 // shortTempDir is a temp dir with a short path (t.TempDir's long names
