@@ -2,8 +2,8 @@
 // requests go through the gateway, then straight to the VM's forwarded
 // port, and a table compares throughput, latency and errors.
 //
-// It wires the appliance's own packages in one process (images, qemu
-// engine, controller, gateway on 127.0.0.1:0), deploys a temporary copy of
+// It builds the appliance in one process (internal/appliance, the gateway
+// on 127.0.0.1:0), deploys a temporary copy of
 // a function folder (functions/echo unless -function says otherwise) with
 // one replica whose concurrency is -c, so the gateway never queues, and
 // stops by itself: each run ends after -n requests or -duration, whichever
@@ -35,12 +35,10 @@ import (
 	"time"
 
 	"github.com/faasvm/appliance/guest/protocol"
+	"github.com/faasvm/appliance/internal/appliance"
 	"github.com/faasvm/appliance/internal/config"
 	"github.com/faasvm/appliance/internal/controller"
-	"github.com/faasvm/appliance/internal/function"
-	"github.com/faasvm/appliance/internal/gateway"
 	"github.com/faasvm/appliance/internal/image"
-	"github.com/faasvm/appliance/internal/vm/qemu"
 )
 
 // flags are the command line.
@@ -90,72 +88,37 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	defer os.RemoveAll(work)
 
-	// Images, as the appliance makes them (the cache is FAAS_STATE_DIR's).
-	kernel, err := image.LoadKernel(cfg.KernelDir)
-	if err != nil {
-		return fmt.Errorf("guest kernel (FAAS_KERNEL_DIR): %w", err)
-	}
-	docker, err := image.DialDocker(ctx)
-	if err != nil {
-		return fmt.Errorf("docker engine: %w", err)
-	}
-	cache, err := image.New(image.Config{Dir: image.CacheDir(cfg.StateDir), Docker: docker, Logger: log})
-	if err != nil {
-		return err
-	}
-	initrd, err := cache.Initramfs(ctx, cfg.AgentBin, kernel)
-	if err != nil {
-		return fmt.Errorf("guest initramfs (FAAS_AGENT_BIN): %w", err)
-	}
-
-	// Engine: VM files in the work directory, so that nothing else's VMs
-	// are touched.
-	engine, err := qemu.New(qemu.Config{QEMUPath: cfg.QEMUBin, Accel: cfg.Accel, StateDir: filepath.Join(work, "vms"), Logger: log})
-	if err != nil {
-		return err
-	}
-	accel, why, err := engine.DetectAccel(ctx, kernel.VMLinux, initrd)
-	if err != nil {
-		return fmt.Errorf("choosing the accelerator: %w", err)
-	}
-
 	// The function: a copy with one replica taking -c requests at once.
 	fnDir := filepath.Join(work, "functions")
 	name := filepath.Base(filepath.Clean(f.function))
 	if err := copyFunction(f.function, fnDir, name, f.c); err != nil {
 		return err
 	}
-
-	template, err := function.LoadTemplate(cfg.VMTemplate)
-	if err != nil {
-		return fmt.Errorf("VM template (FAAS_VM_TEMPLATE): %w", err)
+	// The appliance, in-process: VM files in the work directory, so that
+	// nothing else's VMs are touched, with the image cache of the
+	// configured state dir.
+	if err := os.Symlink(image.CacheDir(cfg.StateDir), image.CacheDir(work)); err != nil {
+		return fmt.Errorf("sharing the image cache: %w", err)
 	}
-	ctrl := controller.New(controller.Options{
-		FunctionsDir: fnDir, Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
-		Defaults: function.Defaults{
-			Timeout: cfg.InvokeTimeout, Memory: fmt.Sprintf("%dMB", int64(cfg.DefaultMemory)>>20), CPUs: cfg.DefaultCPUs,
-			MinReplicas: cfg.MinReplicas, MaxReplicas: cfg.MaxReplicas, Concurrency: cfg.Concurrency,
-			IdleTimeout: cfg.IdleTimeout, TargetUtilization: cfg.TargetUtilization, MaxSize: image.DefaultCodeSizeLimit,
-		},
-		EngineNote: fmt.Sprintf("qemu, accel %s: %s", accel, why),
-		Logger:     log,
-	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
+	cfg.StateDir, cfg.FunctionsDir, cfg.BootWait = work, fnDir, f.deployWait
+	app, err := appliance.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-		defer cancel()
-		if err := ctrl.Close(sctx); err != nil {
-			log.Warn("stopping VMs", "err", err)
+		if err := app.Close(); err != nil {
+			log.Warn("shutting down", "err", err)
 		}
 	}()
+	ctrl := app.Controller
 
-	gw := gateway.New(gateway.Options{BootWait: f.deployWait, InvokeTimeout: cfg.InvokeTimeout, MaxBody: int64(cfg.MaxBody)}, ctrl, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listening on loopback: %w", err)
 	}
 	serveCtx, stopServing := context.WithCancel(ctx)
 	served := make(chan error, 1)
-	go func() { served <- gw.Serve(serveCtx, ln) }()
+	go func() { served <- app.Gateway.Serve(serveCtx, ln) }()
 	defer func() {
 		stopServing()
 		if err := <-served; err != nil {
@@ -163,7 +126,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		}
 	}()
 
-	fmt.Printf("deploying %s (accel %s) ...\n", name, accel)
+	fmt.Printf("deploying %s (accel setting %s) ...\n", name, cfg.Accel)
 	start := time.Now()
 	ctrl.Sync(name)
 	if err := waitReady(ctx, ctrl, name, f.deployWait); err != nil {

@@ -1,0 +1,134 @@
+// Package appliance assembles the appliance from its configuration, in one
+// readable order: images → engine → metrics → controller → gateway, and
+// the watcher that feeds the controller. cmd/appliance runs it; tools such
+// as the load test build the same thing in-process.
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/faasvm/appliance/internal/config"
+	"github.com/faasvm/appliance/internal/controller"
+	"github.com/faasvm/appliance/internal/function"
+	"github.com/faasvm/appliance/internal/gateway"
+	"github.com/faasvm/appliance/internal/image"
+	"github.com/faasvm/appliance/internal/metrics"
+	"github.com/faasvm/appliance/internal/watch"
+)
+
+// Appliance is the assembled parts.
+type Appliance struct {
+	Controller *controller.Controller
+	Gateway    *gateway.Gateway
+	cfg        *config.Config
+	log        *slog.Logger
+}
+
+// New builds every part from cfg. Nothing runs a VM until functions are
+// synced (Watch does it); Close stops them all.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance, error) {
+	// Images: kernel, initramfs, and the cache runtime root filesystems
+	// and code snapshots go to.
+	kernel, err := image.LoadKernel(cfg.KernelDir)
+	if err != nil {
+		return nil, fmt.Errorf("guest kernel (FAAS_KERNEL_DIR; scripts/fetch-kernel.sh makes one): %w", err)
+	}
+	docker, err := image.DialDocker(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("docker engine (runtime images are built through it): %w", err)
+	}
+	cache, err := image.New(image.Config{Dir: image.CacheDir(cfg.StateDir), Docker: docker, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	initrd, err := cache.Initramfs(ctx, cfg.AgentBin, kernel)
+	if err != nil {
+		return nil, fmt.Errorf("guest initramfs (FAAS_AGENT_BIN): %w", err)
+	}
+
+	engine, engineNote, err := chooseEngine(ctx, cfg, kernel.VMLinux, initrd, log)
+	if err != nil {
+		return nil, err
+	}
+
+	// Metrics: one registry, filled by the controller and the gateway.
+	mets := metrics.New()
+
+	template, err := function.LoadTemplate(cfg.VMTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("VM template (FAAS_VM_TEMPLATE): %w", err)
+	}
+	ctrl := controller.New(controller.Options{
+		FunctionsDir: cfg.FunctionsDir, Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
+		Defaults: function.Defaults{
+			Timeout: cfg.InvokeTimeout, Memory: fmt.Sprintf("%dMB", int64(cfg.DefaultMemory)>>20), CPUs: cfg.DefaultCPUs, Egress: cfg.Egress,
+			MinReplicas: cfg.MinReplicas, MaxReplicas: cfg.MaxReplicas, Concurrency: cfg.Concurrency,
+			IdleTimeout: cfg.IdleTimeout, TargetUtilization: cfg.TargetUtilization, MaxSize: image.DefaultCodeSizeLimit,
+		},
+		EngineNote: engineNote,
+		QueueSize:  queueSize(cfg.Queue),
+		Metrics:    mets,
+		Logger:     log,
+	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
+
+	gw := gateway.New(gateway.Options{
+		BootWait: cfg.BootWait, InvokeTimeout: cfg.InvokeTimeout, MaxBody: int64(cfg.MaxBody),
+		APIToken: cfg.APIToken, ShutdownTimeout: cfg.ShutdownTimeout, Observer: mets,
+	}, ctrl, log)
+	// Behind the API token when one is set: it names every function.
+	gw.MountAPI("/metrics", promhttp.HandlerFor(mets.Registry(), promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}))
+	return &Appliance{Controller: ctrl, Gateway: gw, cfg: cfg, log: log}, nil
+}
+
+// Watch deploys every function folder now and every change from then on,
+// until ctx ends.
+func (a *Appliance) Watch(ctx context.Context) error {
+	w, err := watch.New(a.cfg.FunctionsDir, a.cfg.Debounce, a.log)
+	if err != nil {
+		return fmt.Errorf("watching FAAS_FUNCTIONS_DIR: %w", err)
+	}
+	names, err := watch.Scan(a.cfg.FunctionsDir)
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("scanning FAAS_FUNCTIONS_DIR: %w", err)
+	}
+	for _, n := range names {
+		a.Controller.Sync(n)
+	}
+	go func() {
+		for n := range w.Events() {
+			a.Controller.Sync(n)
+		}
+	}()
+	go func() {
+		if err := w.Run(ctx); err != nil {
+			a.log.Error("watcher stopped; restart the appliance to pick up changes", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Close stops every VM, bounded by the shutdown timeout.
+func (a *Appliance) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := a.Controller.Close(ctx); err != nil {
+		return fmt.Errorf("stopping VMs: %w", err)
+	}
+	a.log.Info("all VMs stopped")
+	return nil
+}
+
+// queueSize maps the queue setting (0: nobody waits) to the controller's.
+func queueSize(n int) int {
+	if n == 0 {
+		return controller.NoQueue
+	}
+	return n
+}
