@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Ignite v0.10.0 CLI (ignite) from the Go module
+# Builds the Ignite v0.10.0 CLI (ignite, and ignite-spawn for the sandbox image) from the Go module
 # proxy into DEST (a directory; default .cache/bin). Idempotent: binaries that
 # already answer `ignite version -o short` with the wanted version are kept.
 #
@@ -20,7 +20,7 @@ dest=${1:-$root/.cache/bin}
 mkdir -p "$dest"
 dest=$(cd "$dest" && pwd)
 
-if [ -x "$dest/ignite" ] &&
+if [ -x "$dest/ignite" ] && [ -x "$dest/ignite-spawn" ] &&
   [ "$("$dest/ignite" version -o short 2>/dev/null)" = "$version" ]; then
   echo "ignite $version already in $dest"
   exit 0
@@ -33,8 +33,9 @@ cd "$root/build/ignite"
 pkg=github.com/weaveworks/ignite/pkg/version
 ldflags="-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=0 -X $pkg.gitMinor=10 -X $pkg.gitTreeState=clean"
 ldflags+=" -X $pkg.firecrackerVersion=$firecracker -X $pkg.sandboxImageTag=$version"
-# Only the CLI: ignite-spawn runs inside Ignite's sandbox image, not here.
-for cmd in ignite; do
+# ignite-spawn runs inside Ignite's sandbox image, not on the host: it is
+# built for making that image where no registry serves it (docs/ignite.md).
+for cmd in ignite ignite-spawn; do
   echo "building $cmd $version"
   CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dest/$cmd.tmp" \
     github.com/weaveworks/ignite/cmd/$cmd
