@@ -48,7 +48,7 @@ type Options struct {
 	Defaults     function.Defaults
 	// EngineNote says why the engine (and accelerator) was chosen.
 	EngineNote string
-	// BootTimeout bounds one VM boot (default 60s).
+	// BootTimeout bounds one VM boot (default 2m).
 	BootTimeout time.Duration
 	// StopTimeout bounds one VM's clean stop (default 10s).
 	StopTimeout time.Duration
@@ -105,7 +105,7 @@ type Recorder interface {
 
 func (o *Options) setDefaults() {
 	if o.BootTimeout <= 0 {
-		o.BootTimeout = 60 * time.Second
+		o.BootTimeout = 2 * time.Minute // above the engines' own bounds
 	}
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = 10 * time.Second

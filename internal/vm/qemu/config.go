@@ -21,9 +21,12 @@ const (
 
 // Defaults applied by Config.withDefaults.
 const (
-	DefaultQEMUPath     = "qemu-system-x86_64"
-	DefaultPasstPath    = "passt"
-	DefaultBootTimeout  = 30 * time.Second
+	DefaultQEMUPath  = "qemu-system-x86_64"
+	DefaultPasstPath = "passt"
+	// DefaultBootTimeout is generous because under TCG on a busy host a
+	// guest (and an interpreter starting in it) runs many times slower; a
+	// handler that fails to start is reported at once, not at the timeout.
+	DefaultBootTimeout  = 90 * time.Second
 	DefaultStopTimeout  = 10 * time.Second
 	DefaultProbeTimeout = 20 * time.Second
 )
