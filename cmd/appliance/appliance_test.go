@@ -393,3 +393,41 @@ func BenchmarkFolderToFirst200(b *testing.B) {
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 	b.ReportMetric(float64(times[len(times)/2].Milliseconds()), "ms-copy-to-200-median")
 }
+
+// TestRestartAfterCrash kills the appliance with SIGKILL: its VMs must die
+// with it, and the next start on the same state dir removes what the dead
+// run left and serves again.
+func TestRestartAfterCrash(t *testing.T) {
+	a := startAppliance(t)
+	copyDir(t, "../../functions/hello", filepath.Join(a.functions, "hello"))
+	a.waitFor(t, "/invoke/hello", 120*time.Second, is200)
+	if pids := vmtest.ProcessesWith(a.stateDir); len(pids) == 0 {
+		t.Fatalf("no VM process found under %s while hello serves", a.stateDir)
+	}
+
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.cmd.Wait()
+	deadline := time.Now().Add(15 * time.Second)
+	for len(vmtest.ProcessesWith(a.stateDir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if pids := vmtest.ProcessesWith(a.stateDir); len(pids) != 0 {
+		t.Fatalf("VM processes outlived the killed appliance: %v", pids)
+	}
+	vmsDir := filepath.Join(a.stateDir, "vms")
+	left, err := os.ReadDir(vmsDir)
+	if err != nil || len(left) == 0 {
+		t.Fatalf("expected the killed run's VM dirs in %s (err %v)", vmsDir, err)
+	}
+
+	b := startAppliance(t, "FAAS_STATE_DIR="+a.stateDir, "FAAS_FUNCTIONS_DIR="+a.functions)
+	b.stateDir, b.functions = a.stateDir, a.functions
+	b.waitFor(t, "/invoke/hello", 120*time.Second, is200)
+	for _, e := range left {
+		if _, err := os.Stat(filepath.Join(vmsDir, e.Name())); !os.IsNotExist(err) {
+			t.Errorf("VM dir %s of the killed run is still there (err %v)", e.Name(), err)
+		}
+	}
+}
