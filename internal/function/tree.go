@@ -1,8 +1,10 @@
 package function
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,6 +13,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/faasvm/appliance/internal/fstree"
 )
 
 // maxParsedFile bounds the top-level files Load keeps in memory to parse
@@ -28,14 +32,12 @@ type tree struct {
 }
 
 type entry struct {
-	rel  string // slash-separated path below the root
-	mode fs.FileMode
-	size int64
-	link string // symlink target
+	fstree.Entry
+	sum [32]byte // regular file: sha256 of the content
 }
 
-// scanTree walks dir without following symlinks and without writing
-// anything, refuses what cannot be copied into a VM faithfully, and
+// scanTree walks dir by the rules of package fstree, without writing
+// anything, refusing what cannot be copied into a VM faithfully, and
 // computes the folder's digest.
 //
 // Refused: a dir that is itself a symlink or not a directory; symlinks with
@@ -59,82 +61,63 @@ func scanTree(dir string, maxSize int64) (*tree, error) {
 	case !fi.IsDir():
 		return nil, invalidf("%s is not a folder", dir)
 	}
-	realRoot, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return nil, fmt.Errorf("resolving folder: %w", err)
-	}
 
 	t := &tree{files: map[string]bool{}, top: map[string][]byte{}, exts: map[string]bool{}}
-	// Errors below the root use %v, not %w: a file that vanished mid-walk
-	// must not read as fs.ErrNotExist, which means the folder is gone.
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("walking folder: %v", err)
-		}
-		if p == dir {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return fmt.Errorf("walking folder: %v", err)
-		}
-		rel = filepath.ToSlash(rel)
-		info, err := d.Info()
-		if err != nil {
-			return fmt.Errorf("walking folder: %v", err)
-		}
-		e := entry{rel: rel, mode: info.Mode()}
-		switch {
-		case info.Mode().IsRegular():
-			e.size = info.Size()
-			t.size += e.size
-			if maxSize > 0 && t.size > maxSize {
-				return invalidf("folder holds more than the %d bytes a function may have (at %s)", maxSize, rel)
-			}
-			if ext := strings.ToLower(path.Ext(rel)); ext != "" {
+	w := &fstree.Walker{MaxSize: maxSize}
+	err = w.Walk(context.Background(), dir, func(fe fstree.Entry) error {
+		e := entry{Entry: fe}
+		topLevel := !strings.Contains(e.Rel, "/")
+		switch e.Type {
+		case fstree.Regular:
+			t.size += e.Size
+			if ext := strings.ToLower(path.Ext(e.Rel)); ext != "" {
 				t.exts[ext] = true
 			}
-		case info.IsDir():
-		case info.Mode()&fs.ModeSymlink != 0:
-			if e.link, err = checkSymlink(realRoot, p, rel); err != nil {
+			var dst io.Writer // keeps top-level content to parse
+			var keep *limitedBuffer
+			if topLevel {
+				keep = &limitedBuffer{b: []byte{}, max: maxParsedFile}
+				dst = keep
+			}
+			var err error
+			if e.sum, _, err = w.Hash(fe, dst); err != nil {
 				return err
 			}
-		default:
-			return invalidf("%s is a %s; a function folder may hold only files, folders and symlinks", rel, typeName(info.Mode()))
+			if topLevel {
+				t.files[e.Rel] = true
+				if !keep.over {
+					t.top[e.Rel] = keep.b
+				}
+			}
+		case fstree.Symlink:
+			if topLevel {
+				if err := t.readLinked(dir, e.Rel); err != nil {
+					return err
+				}
+			}
 		}
 		t.entries = append(t.entries, e)
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		var rule *fstree.Error
+		if errors.As(err, &rule) {
+			return nil, &invalidError{msg: rule.Error()}
+		}
+		// %v, not %w: a file that vanished mid-walk must not read as
+		// fs.ErrNotExist, which means the folder is gone.
+		return nil, fmt.Errorf("walking folder: %v", err)
 	}
-	sort.Slice(t.entries, func(i, j int) bool { return t.entries[i].rel < t.entries[j].rel })
+	sort.Slice(t.entries, func(i, j int) bool { return t.entries[i].Rel < t.entries[j].Rel })
 
 	h := sha256.New()
-	var read int64
 	for _, e := range t.entries {
-		fmt.Fprintf(h, "%s\x00%c%o\x00", e.rel, typeLetter(e.mode), e.mode.Perm())
-		switch {
-		case e.mode.IsRegular():
-			sum, n, content, err := hashFile(filepath.Join(dir, filepath.FromSlash(e.rel)), limitLeft(maxSize, read), !strings.Contains(e.rel, "/"))
-			if err != nil {
-				return nil, err
-			}
-			read += n
-			if !strings.Contains(e.rel, "/") {
-				t.files[e.rel] = true
-				if content != nil {
-					t.top[e.rel] = content
-				}
-			}
-			h.Write([]byte(sum))
-		case e.mode&fs.ModeSymlink != 0:
-			fmt.Fprintf(h, "->%s", e.link)
-			if !strings.Contains(e.rel, "/") {
-				if err := t.readLinked(dir, e.rel); err != nil {
-					return nil, err
-				}
-			}
+		fmt.Fprintf(h, "%s\x00%c%o\x00", e.Rel, typeLetter(e.Type), e.Mode.Perm())
+		switch e.Type {
+		case fstree.Regular:
+			io.WriteString(h, hex.EncodeToString(e.sum[:]))
+		case fstree.Symlink:
+			fmt.Fprintf(h, "->%s", e.Target)
 		}
 		h.Write([]byte{'\n'})
 	}
@@ -192,82 +175,6 @@ func (t *tree) readLinked(dir, rel string) error {
 	return nil
 }
 
-// checkSymlink refuses a symlink at p unless its target is relative and
-// resolves (through any further links) to a path inside realRoot. It
-// returns the link's target.
-func checkSymlink(realRoot, p, rel string) (string, error) {
-	target, err := os.Readlink(p)
-	if err != nil {
-		return "", fmt.Errorf("reading symlink %s: %v", rel, err)
-	}
-	if filepath.IsAbs(target) {
-		return "", invalidf("symlink %s points to the absolute path %s; only relative links to files inside the folder are allowed", rel, target)
-	}
-	outside := invalidf("symlink %s -> %s points outside the folder; only links to files inside it are allowed", rel, target)
-	if lexical := path.Join(path.Dir(rel), filepath.ToSlash(target)); lexical == ".." || strings.HasPrefix(lexical, "../") {
-		return "", outside
-	}
-	// Resolving catches what the lexical check cannot, such as a link
-	// through another link to the folder itself ("self/..").
-	resolved, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		return "", invalidf("symlink %s -> %s does not resolve to anything inside the folder", rel, target)
-	}
-	inside, err := filepath.Rel(realRoot, resolved)
-	if err != nil || inside == ".." || strings.HasPrefix(inside, ".."+string(filepath.Separator)) {
-		return "", outside
-	}
-	return target, nil
-}
-
-// hashFile returns the hex sha256 of a file's content and its length. It
-// reads at most limit+1 bytes (limit < 0: no limit) and fails past limit.
-// With keep, content holds the bytes when there are at most maxParsedFile.
-func hashFile(p string, limit int64, keep bool) (sum string, n int64, content []byte, err error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", 0, nil, fmt.Errorf("reading %s: %v", filepath.Base(p), err)
-	}
-	defer f.Close()
-	// The folder may change under us; never read a device or pipe that
-	// replaced a file since the walk.
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return "", 0, nil, fmt.Errorf("reading %s: no longer a regular file (%v)", filepath.Base(p), err)
-	}
-	var r io.Reader = f
-	if limit >= 0 {
-		r = io.LimitReader(f, limit+1)
-	}
-	h := sha256.New()
-	var buf *limitedBuffer
-	var w io.Writer = h
-	if keep {
-		buf = &limitedBuffer{max: maxParsedFile}
-		w = io.MultiWriter(h, buf)
-	}
-	n, err = io.Copy(w, r)
-	if err != nil {
-		return "", n, nil, fmt.Errorf("reading %s: %v", filepath.Base(p), err)
-	}
-	if limit >= 0 && n > limit {
-		return "", n, nil, invalidf("folder grew past the size limit while it was read (at %s)", filepath.Base(p))
-	}
-	if buf != nil && !buf.over {
-		content = buf.b
-		if content == nil {
-			content = []byte{}
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, content, nil
-}
-
-func limitLeft(maxSize, read int64) int64 {
-	if maxSize <= 0 {
-		return -1
-	}
-	return maxSize - read
-}
-
 // limitedBuffer keeps up to max bytes and notes whether more came.
 type limitedBuffer struct {
 	b    []byte
@@ -286,26 +193,13 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func typeLetter(m fs.FileMode) byte {
-	switch {
-	case m.IsDir():
+func typeLetter(t fstree.Type) byte {
+	switch t {
+	case fstree.Dir:
 		return 'd'
-	case m&fs.ModeSymlink != 0:
+	case fstree.Symlink:
 		return 'l'
 	default:
 		return 'f'
-	}
-}
-
-func typeName(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	default:
-		return "special file"
 	}
 }

@@ -14,10 +14,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/faasvm/appliance/guest/protocol"
+	"github.com/faasvm/appliance/internal/fstree"
 )
 
 // codeMargin is the free space a code image gets beyond its content (and
@@ -41,32 +41,18 @@ type codeEntry struct {
 	target string      // symlink: its target
 }
 
-// imageMode is the mode a folder entry gets in a code image: owned by root,
-// readable by all, executable where the user made it executable.
-func imageMode(m fs.FileMode) (fs.FileMode, error) {
+// imageMode is the mode an entry of type t gets in a code image: owned by
+// root, readable by all, executable where the user made it executable.
+func imageMode(t fstree.Type, m fs.FileMode) fs.FileMode {
 	switch {
-	case m.IsDir():
-		return fs.ModeDir | 0o755, nil
-	case m&fs.ModeSymlink != 0:
-		return fs.ModeSymlink | 0o777, nil
-	case m.IsRegular() && m&0o111 != 0:
-		return 0o755, nil
-	case m.IsRegular():
-		return 0o644, nil
+	case t == fstree.Dir:
+		return fs.ModeDir | 0o755
+	case t == fstree.Symlink:
+		return fs.ModeSymlink | 0o777
+	case m&0o111 != 0:
+		return 0o755
 	}
-	return 0, fmt.Errorf("is a %s; a function folder may hold only files, directories and symlinks", fileKind(m))
-}
-
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	}
-	return "special file"
+	return 0o644
 }
 
 // CodeDigest is the digest CodeDisk would give the folder src now, without
@@ -164,10 +150,10 @@ func field(h hash.Hash, s string) {
 	h.Write([]byte{0})
 }
 
-// readCodeTree walks the folder src and returns its entries (the folder
-// itself excluded), checking the rules CodeDisk states. When dst is not
-// empty it copies the tree there as it goes, hashing what it copies, so the
-// entries describe exactly the copy.
+// readCodeTree walks the folder src by the rules of package fstree (dangling
+// symlinks allowed) and returns its entries (the folder itself excluded).
+// When dst is not empty it copies the tree there as it goes, hashing what
+// it copies, so the entries describe exactly the copy.
 func readCodeTree(ctx context.Context, src, dst string, limit int64) ([]codeEntry, error) {
 	root, err := filepath.EvalSymlinks(src)
 	if err != nil {
@@ -183,97 +169,61 @@ func readCodeTree(ctx context.Context, src, dst string, limit int64) ([]codeEntr
 			return nil, fmt.Errorf("snapshot of %s: %w", src, err)
 		}
 	}
-	var (
-		entries []codeEntry
-		total   int64
-	)
-	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if path == root {
-			return nil
-		}
-		rel, err := filepath.Rel(root, path)
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		mode, err := imageMode(info.Mode())
-		if err != nil {
-			return fmt.Errorf("%s %w", rel, err)
-		}
-		e := codeEntry{rel: filepath.ToSlash(rel), mode: mode}
-		var target string
+	var entries []codeEntry
+	w := &fstree.Walker{MaxSize: limit, AllowDangling: true}
+	err = w.Walk(ctx, root, func(fe fstree.Entry) error {
+		e := codeEntry{rel: fe.Rel, mode: imageMode(fe.Type, fe.Mode), target: fe.Target}
+		var to string
 		if dst != "" {
-			target = filepath.Join(dst, rel)
+			to = filepath.Join(dst, filepath.FromSlash(fe.Rel))
 		}
-		switch {
-		case mode.IsDir():
-			if target != "" {
-				if err := mkdirMode(target, mode.Perm()); err != nil {
+		switch fe.Type {
+		case fstree.Dir:
+			if to != "" {
+				if err := mkdirMode(to, e.mode.Perm()); err != nil {
 					return err
 				}
 			}
-		case mode&fs.ModeSymlink != 0:
-			if e.target, err = checkSymlink(root, path, rel); err != nil {
+		case fstree.Symlink:
+			if to != "" {
+				if err := os.Symlink(e.target, to); err != nil {
+					return err
+				}
+			}
+		case fstree.Regular:
+			var err error
+			if e.size, e.sum, err = hashCopy(w, fe, to, e.mode.Perm()); err != nil {
 				return err
 			}
-			if target != "" {
-				if err := os.Symlink(e.target, target); err != nil {
-					return err
-				}
-			}
-		default:
-			if e.size, e.sum, err = hashCopy(path, target, mode.Perm(), limit-total); err != nil {
-				return fmt.Errorf("%s: %w", rel, err)
-			}
-			total += e.size
 		}
 		entries = append(entries, e)
 		return nil
 	})
 	if err != nil {
-		if errors.Is(err, ErrCodeTooLarge) {
-			return nil, fmt.Errorf("function folder %s holds more than %d bytes: %w", src, limit, ErrCodeTooLarge)
-		}
-		return nil, fmt.Errorf("function folder %s: %w", src, err)
+		return nil, codeTreeError(src, err)
 	}
 	return entries, nil
 }
 
-// checkSymlink returns the target of the symlink at path (rel inside root),
-// refusing one that leads outside root, by its text or once resolved.
-func checkSymlink(root, path, rel string) (string, error) {
-	target, err := os.Readlink(path)
-	if err != nil {
-		return "", err
+// codeTreeError words an error from walking the folder src, rule
+// violations the way callers match them: ErrCodeTooLarge, ErrSymlinkOutside.
+func codeTreeError(src string, err error) error {
+	var rule *fstree.Error
+	if !errors.As(err, &rule) {
+		return fmt.Errorf("function folder %s: %w", src, err)
 	}
-	if filepath.IsAbs(target) {
-		return "", fmt.Errorf("%s -> %s: %w (absolute target)", rel, target, ErrSymlinkOutside)
+	switch rule.Kind {
+	case fstree.ErrTooLarge:
+		return fmt.Errorf("function folder %s holds more than %d bytes: %w", src, rule.Limit, ErrCodeTooLarge)
+	case fstree.ErrAbsolute:
+		return fmt.Errorf("function folder %s: %s -> %s: %w (absolute target)", src, rule.Rel, rule.Target, ErrSymlinkOutside)
+	case fstree.ErrOutside:
+		if rule.Resolved != "" {
+			return fmt.Errorf("function folder %s: %s -> %s resolves to %s: %w", src, rule.Rel, rule.Target, rule.Resolved, ErrSymlinkOutside)
+		}
+		return fmt.Errorf("function folder %s: %s -> %s: %w", src, rule.Rel, rule.Target, ErrSymlinkOutside)
 	}
-	lexical := filepath.Join(filepath.Dir(rel), target)
-	if lexical == ".." || strings.HasPrefix(lexical, ".."+string(filepath.Separator)) {
-		return "", fmt.Errorf("%s -> %s: %w", rel, target, ErrSymlinkOutside)
-	}
-	// Symlinks along the way (a -> ., b -> a/..) can still lead out.
-	resolved, err := filepath.EvalSymlinks(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return target, nil // dangling, and its text stays inside
-	}
-	if err != nil {
-		return "", err
-	}
-	if in, err := filepath.Rel(root, resolved); err != nil || in == ".." || strings.HasPrefix(in, ".."+string(filepath.Separator)) {
-		return "", fmt.Errorf("%s -> %s resolves to %s: %w", rel, target, resolved, ErrSymlinkOutside)
-	}
-	return target, nil
+	return fmt.Errorf("function folder %s: %w", src, err)
 }
 
 func mkdirMode(path string, perm fs.FileMode) error {
@@ -283,40 +233,24 @@ func mkdirMode(path string, perm fs.FileMode) error {
 	return os.Chmod(path, perm) // whatever the umask
 }
 
-// hashCopy hashes the file at src, copying it to dst when dst is not empty,
-// and fails with ErrCodeTooLarge once more than budget bytes were read.
-func hashCopy(src, dst string, perm fs.FileMode, budget int64) (int64, [32]byte, error) {
-	var sum [32]byte
-	in, err := os.Open(src)
-	if err != nil {
-		return 0, sum, err
-	}
-	defer in.Close()
-	h := sha256.New()
-	w := io.Writer(h)
-	var out *os.File
-	if dst != "" {
-		if out, err = os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm); err != nil {
-			return 0, sum, err
-		}
-		defer out.Close()
-		w = io.MultiWriter(h, out)
-	}
-	n, err := io.CopyN(w, in, budget+1)
-	if err != nil && !errors.Is(err, io.EOF) {
+// hashCopy hashes the file e within w's size budget, copying it to dst
+// when dst is not empty.
+func hashCopy(w *fstree.Walker, e fstree.Entry, dst string, perm fs.FileMode) (int64, [32]byte, error) {
+	if dst == "" {
+		sum, n, err := w.Hash(e, nil)
 		return n, sum, err
 	}
-	if n > budget {
-		return n, sum, ErrCodeTooLarge
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return 0, [32]byte{}, err
 	}
-	if out != nil {
-		if err := out.Chmod(perm); err != nil { // whatever the umask
-			return n, sum, err
-		}
-		if err := out.Close(); err != nil {
-			return n, sum, err
-		}
+	defer out.Close()
+	sum, n, err := w.Hash(e, out)
+	if err != nil {
+		return n, sum, err
 	}
-	copy(sum[:], h.Sum(nil))
-	return n, sum, nil
+	if err := out.Chmod(perm); err != nil { // whatever the umask
+		return n, sum, err
+	}
+	return n, sum, out.Close()
 }
