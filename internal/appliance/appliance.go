@@ -17,6 +17,7 @@ import (
 	"github.com/faasvm/appliance/internal/gateway"
 	"github.com/faasvm/appliance/internal/image"
 	"github.com/faasvm/appliance/internal/metrics"
+	"github.com/faasvm/appliance/internal/ui"
 	"github.com/faasvm/appliance/internal/watch"
 )
 
@@ -83,6 +84,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	gw.MountAPI("/metrics", promhttp.HandlerFor(mets.Registry(), promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}))
+	// The dashboard page is public: the /api data it polls keeps the token.
+	gw.Mount(ui.MountPattern, ui.Handler())
 	return &Appliance{Controller: ctrl, Gateway: gw, cfg: cfg, log: log}, nil
 }
 
