@@ -71,7 +71,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 			IdleTimeout: cfg.IdleTimeout, TargetUtilization: cfg.TargetUtilization, MaxSize: image.DefaultCodeSizeLimit,
 		},
 		EngineNote: engineNote,
-		QueueSize:  queueSize(cfg.Queue),
+		QueueSize:  cfg.Queue,
 		Metrics:    mets,
 		Logger:     log,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
@@ -126,12 +126,4 @@ func (a *Appliance) Close() error {
 	}
 	a.log.Info("all VMs stopped")
 	return nil
-}
-
-// queueSize maps the queue setting (0: nobody waits) to the controller's.
-func queueSize(n int) int {
-	if n == 0 {
-		return controller.NoQueue
-	}
-	return n
 }

@@ -56,7 +56,8 @@ type Options struct {
 	// in-flight requests before it is stopped anyway (default 30s).
 	DrainTimeout time.Duration
 	// QueueSize bounds the requests waiting for a function, for a free
-	// slot or for a boot (default 64; NoQueue: none may wait).
+	// slot or for a boot; 0: none may wait (refused at once, also while
+	// the function boots).
 	QueueSize int
 	// MaxBackoff caps the restart backoff of a crashing function (default 1m).
 	MaxBackoff time.Duration
@@ -70,17 +71,13 @@ type Options struct {
 	HealthInterval  time.Duration
 	HealthTimeout   time.Duration
 	HealthThreshold int
-	// Prober runs the health checks (default: GET protocol.HealthPath on
-	// the instance's endpoint with its secret).
+	// Prober runs the health checks (default: the agent's health check,
+	// through vm.AgentClient).
 	Prober Prober
 	// Metrics receives boot times, cold starts and gauges (default: none).
 	Metrics Recorder
 	Logger  *slog.Logger
 }
-
-// NoQueue as Options.QueueSize lets no request wait: a request that finds
-// no free slot is refused at once, also while the function boots.
-const NoQueue = -1
 
 // Prober checks one instance's health.
 type Prober interface {
@@ -113,12 +110,7 @@ func (o *Options) setDefaults() {
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 30 * time.Second
 	}
-	switch {
-	case o.QueueSize == 0:
-		o.QueueSize = 64
-	case o.QueueSize < 0:
-		o.QueueSize = 0
-	}
+	o.QueueSize = max(o.QueueSize, 0)
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = time.Minute
 	}
@@ -135,7 +127,7 @@ func (o *Options) setDefaults() {
 		o.HealthThreshold = 3
 	}
 	if o.Prober == nil {
-		o.Prober = newHTTPProber()
+		o.Prober = agentProber{vm.NewAgentClient(nil)}
 	}
 	if o.Metrics == nil {
 		o.Metrics = nopRecorder{}
@@ -395,17 +387,16 @@ func (c *Controller) bootN(f *fn, spec *function.Spec, d disks, n int) ([]*insta
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
 		for _, in := range ins {
 			if in != nil {
 				c.stopInstance(f, in)
 			}
 		}
-		for _, e := range errs {
-			if e != nil {
-				return nil, e
-			}
-		}
+		return nil, err
 	}
 	return ins, nil
 }
@@ -920,9 +911,6 @@ func (c *Controller) Close(ctx context.Context) error {
 	}
 	wg.Wait()
 	c.cancel()
-	if p, ok := c.opts.Prober.(interface{ CloseIdleConnections() }); ok {
-		p.CloseIdleConnections()
-	}
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()
 	select {

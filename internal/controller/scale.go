@@ -5,14 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"net"
-	"net/http"
 	"slices"
 	"time"
 
-	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/function"
 	"github.com/faasvm/appliance/internal/vm"
 )
@@ -270,42 +266,17 @@ func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
 	}
 }
 
-// httpProber asks the agent at an endpoint for its health.
-type httpProber struct{ client *http.Client }
+// agentProber checks an instance through the agent client the engines use:
+// healthy only when the agent answers 200.
+type agentProber struct{ c *vm.AgentClient }
 
-var _ Prober = (*httpProber)(nil)
-
-func newHTTPProber() *httpProber {
-	return &httpProber{client: &http.Client{
-		Transport: &http.Transport{
-			Proxy:               nil, // instances are on loopback: never a proxy
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			MaxIdleConnsPerHost: 1,
-			IdleConnTimeout:     30 * time.Second,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
-}
-
-func (p *httpProber) Probe(ctx context.Context, endpoint, secret string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+endpoint+protocol.HealthPath, nil)
+func (p agentProber) Probe(ctx context.Context, endpoint, secret string) error {
+	_, _, err := p.c.Health(ctx, endpoint, secret)
 	if err != nil {
 		return fmt.Errorf("health check of %s: %w", endpoint, err)
-	}
-	req.Header.Set(protocol.SecretHeader, secret)
-	res, err := p.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("health check of %s: %w", endpoint, err)
-	}
-	defer res.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("health check of %s: status %d", endpoint, res.StatusCode)
 	}
 	return nil
 }
-
-func (p *httpProber) CloseIdleConnections() { p.client.CloseIdleConnections() }
 
 // nopRecorder records nothing.
 type nopRecorder struct{}
