@@ -73,6 +73,8 @@ type Entry struct {
 	Mode   fs.FileMode // as lstat reports it
 	Size   int64       // Regular: bytes, as the walk saw them
 	Target string      // Symlink: its target, checked to stay inside
+
+	root string // the walked folder, resolved: Hash opens the entry inside it
 }
 
 // Walker walks folders and reads their files against one size budget. Its
@@ -117,7 +119,7 @@ func (w *Walker) Walk(ctx context.Context, root string, fn func(Entry) error) er
 		if err != nil {
 			return err
 		}
-		e := Entry{Rel: filepath.ToSlash(rel), Path: p, Type: TypeOf(info.Mode()), Mode: info.Mode()}
+		e := Entry{Rel: filepath.ToSlash(rel), Path: p, Type: TypeOf(info.Mode()), Mode: info.Mode(), root: realRoot}
 		switch e.Type {
 		case Special:
 			return &Error{Kind: ErrSpecial, Rel: e.Rel, Mode: e.Mode}
@@ -172,9 +174,14 @@ func outside(rel, sep string) bool {
 // as well as to the returned sha256, and returns the bytes read. It counts
 // them against MaxSize, failing with an *Error (ErrTooLarge) when the file
 // grew past what is left, and refuses what is no longer a regular file (a
-// pipe swapped in since the walk would block the read).
+// pipe swapped in since the walk would block the read). The file is opened
+// inside the walked folder (os.OpenInRoot): a file or folder swapped for a
+// symlink leading outside since the walk is refused, not followed.
 func (w *Walker) Hash(e Entry, dst io.Writer) (sum [32]byte, n int64, err error) {
-	f, err := os.Open(e.Path)
+	if e.root == "" {
+		return sum, 0, fmt.Errorf("reading %s: not an entry from Walk", e.Rel)
+	}
+	f, err := os.OpenInRoot(e.root, filepath.FromSlash(e.Rel))
 	if err != nil {
 		return sum, 0, fmt.Errorf("reading %s: %w", e.Rel, err)
 	}

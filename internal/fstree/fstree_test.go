@@ -266,7 +266,7 @@ func TestHash(t *testing.T) {
 					t.Fatal(err)
 				}
 				var copied bytes.Buffer
-				sum, n, err := w.Hash(Entry{Rel: "f", Path: p, Type: Regular}, &copied)
+				sum, n, err := w.Hash(Entry{Rel: "f", Path: p, Type: Regular, root: dir}, &copied)
 				if i == tt.wantErr {
 					var rule *Error
 					if !errors.As(err, &rule) || rule.Kind != ErrTooLarge || rule.Limit != tt.maxSize {
@@ -298,8 +298,61 @@ func TestHashRefusesNonRegular(t *testing.T) {
 			f.Close()
 		}
 	}()
-	if _, _, err := (&Walker{}).Hash(Entry{Rel: "f", Path: p, Type: Regular}, nil); err == nil || !strings.Contains(err.Error(), "no longer a regular file") {
+	if _, _, err := (&Walker{}).Hash(Entry{Rel: "f", Path: p, Type: Regular, root: dir}, nil); err == nil || !strings.Contains(err.Error(), "no longer a regular file") {
 		t.Errorf("got %v, want a refusal naming the file no longer regular", err)
+	}
+}
+
+// TestHashRefusesSwapToOutside swaps a walked file, and the folder holding
+// another, for symlinks leading outside: Hash must not read through them.
+func TestHashRefusesSwapToOutside(t *testing.T) {
+	outsideDir := t.TempDir()
+	secret := filepath.Join(outsideDir, "secret")
+	if err := os.WriteFile(secret, []byte("TOP SECRET"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		rel  string // the walked file to read
+		swap string // what is replaced by a symlink to outside
+		to   string
+	}{
+		{name: "file swapped", rel: "a.txt", swap: "a.txt", to: secret},
+		{name: "folder swapped", rel: "sub/secret", swap: "sub", to: outsideDir},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, f := range []string{"a.txt", "sub/secret"} {
+				p := filepath.Join(dir, f)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte("inside"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w := &Walker{}
+			var target Entry
+			if err := w.Walk(context.Background(), dir, func(e Entry) error {
+				if e.Rel == tt.rel {
+					target = e
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(filepath.Join(dir, tt.swap)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(tt.to, filepath.Join(dir, tt.swap)); err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			if _, _, err := w.Hash(target, &got); err == nil || strings.Contains(got.String(), "SECRET") {
+				t.Errorf("Hash after the swap: got %v and %q, want a refusal and nothing read", err, got.String())
+			}
+		})
 	}
 }
 
