@@ -131,8 +131,24 @@ func (t *tree) isFile(dir, rel string) bool {
 	if t.files[rel] {
 		return true
 	}
-	fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(rel)))
+	fi, err := statIn(dir, rel)
 	return err == nil && fi.Mode().IsRegular()
+}
+
+// statIn and openIn reach rel only inside dir, following symlinks that stay
+// inside: a file swapped for a link leading outside since the walk is not
+// followed.
+func statIn(dir, rel string) (os.FileInfo, error) {
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Stat(filepath.FromSlash(rel))
+}
+
+func openIn(dir, rel string) (*os.File, error) {
+	return os.OpenInRoot(dir, filepath.FromSlash(rel))
 }
 
 // content returns a file's bytes: from the scan for top-level files, else
@@ -141,7 +157,10 @@ func (t *tree) content(dir, rel string) []byte {
 	if b, ok := t.top[rel]; ok {
 		return b
 	}
-	f, err := os.Open(filepath.Join(dir, filepath.FromSlash(rel)))
+	if fi, err := statIn(dir, rel); err != nil || !fi.Mode().IsRegular() {
+		return nil // a pipe would block the read
+	}
+	f, err := openIn(dir, rel)
 	if err != nil {
 		return nil
 	}
@@ -156,8 +175,7 @@ func (t *tree) content(dir, rel string) []byte {
 // readLinked records a top-level symlink that leads to a regular file (its
 // target was checked to be inside the folder) as one of the top-level files.
 func (t *tree) readLinked(dir, rel string) error {
-	p := filepath.Join(dir, rel)
-	fi, err := os.Stat(p)
+	fi, err := statIn(dir, rel)
 	if err != nil || !fi.Mode().IsRegular() {
 		return nil // a link to a folder, or gone since the walk
 	}
@@ -165,7 +183,12 @@ func (t *tree) readLinked(dir, rel string) error {
 	if fi.Size() > maxParsedFile {
 		return nil
 	}
-	b, err := os.ReadFile(p)
+	f, err := openIn(dir, rel)
+	if err != nil {
+		return fmt.Errorf("reading %s: %v", rel, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxParsedFile+1))
 	if err != nil {
 		return fmt.Errorf("reading %s: %v", rel, err)
 	}
