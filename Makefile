@@ -17,5 +17,6 @@ bench:
 	bash scripts/bench.sh
 
 lint:
-	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$bad" ]; then echo "gofmt would change: $$bad" >&2; exit 1; fi
 	go vet ./...

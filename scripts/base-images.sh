@@ -109,11 +109,13 @@ if ! command -v debootstrap >/dev/null; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 fi
 
-# configured_uri RELEASE: the mirror apt on this machine uses for RELEASE.
+# configured_uri RELEASE: the mirror apt on this machine uses for RELEASE,
+# when it is a plain http(s) address (not, say, the mirror+file: lists of
+# cloud images, which debootstrap cannot use).
 configured_uri() {
 	# shellcheck disable=SC2016 # $(...) are apt's format fields, not shell
 	apt-get indextargets --format '$(RELEASE) $(REPO_URI)' 'Created-By: Packages' 2>/dev/null |
-		awk -v r="$1" '$1 == r { sub(/\/$/, "", $2); print $2; exit }'
+		awk -v r="$1" '$1 == r && $2 ~ /^https?:\/\// { sub(/\/$/, "", $2); print $2; exit }'
 }
 mirror=${DEBIAN_MIRROR:-$(configured_uri "$suite")}
 mirror=${mirror:-http://deb.debian.org/debian}

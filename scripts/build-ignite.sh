@@ -5,8 +5,9 @@
 #
 # `go install github.com/weaveworks/ignite/cmd/ignite@v0.10.0` refuses to
 # build (Ignite's go.mod has replace directives), so the wrapper module in
-# build/ignite requires Ignite and repeats the replaces it needs (see
-# ../shared/NOTES-deps.md); build/Dockerfile builds from the same module.
+# build/ignite requires Ignite and repeats the replaces it needs (and pins
+# reflect2 v1.0.2, as v1.0.1 crashes on current Go); build/Dockerfile builds
+# from the same module.
 # Needs only the Go toolchain and the module proxy. Cold build ~90 s.
 #
 # Usage: scripts/build-ignite.sh [DEST]

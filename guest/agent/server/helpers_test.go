@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -62,6 +63,26 @@ func writeCode(t *testing.T, dir string, files map[string]string) {
 	}
 }
 
+// needInterpreter checks that the interpreter cfg runs (python3 or node)
+// is on PATH: without it the test fails saying what to install, or, under
+// -short (make unit, which promises no set-up), is skipped.
+func needInterpreter(t *testing.T, cfg protocol.Config) {
+	t.Helper()
+	name := cfg.Runtime
+	if cfg.Mode != protocol.ModeHTTP && len(cfg.Command) > 0 {
+		name = cfg.Command[0]
+	}
+	if name != "python3" && name != "node" {
+		return
+	}
+	if _, err := exec.LookPath(name); err != nil {
+		if testing.Short() {
+			t.Skipf("-short: %s is not installed", name)
+		}
+		t.Fatalf("%s is not on PATH: install it (make test installs python3 and nodejs)", name)
+	}
+}
+
 // newAgent builds and starts an agent for cfg with files in a fresh code
 // directory. Zero fields of cfg get test defaults; tweak adjusts Options.
 func newAgent(t *testing.T, cfg protocol.Config, files map[string]string, tweak func(*Options)) *agent {
@@ -73,6 +94,7 @@ func newAgent(t *testing.T, cfg protocol.Config, files map[string]string, tweak 
 
 func newAgentUnstarted(t *testing.T, cfg protocol.Config, files map[string]string, tweak func(*Options)) *agent {
 	t.Helper()
+	needInterpreter(t, cfg)
 	if cfg.Name == "" {
 		cfg.Name = "fn"
 	}

@@ -28,8 +28,9 @@ func vmDir(stateDir, uid string) string {
 	return filepath.Join(stateDir, "vms", uid)
 }
 
-// baseCmdLine is the kernel command line every guest gets (see
-// NOTES-environment.md for why each argument is there).
+// baseCmdLine is the kernel command line every guest gets: the serial
+// console, an exit (not a reboot) on reboot and panic (QEMU runs with
+// -no-reboot), and a quiet kernel.
 const baseCmdLine = "console=ttyS0 reboot=t panic=-1 quiet"
 
 // kernelCmdLine assembles the guest kernel command line: the base
