@@ -349,9 +349,9 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 			v.Set(s.key, f.Value.String())
 			source[s.key] = "--" + s.flag()
 		}
-		val, ok := scalar(v.Get(s.key))
-		if !ok {
-			problems = append(problems, fmt.Errorf("%s: must be a single value, not a list or a map", source[s.key]))
+		val, err := scalar(v.Get(s.key))
+		if err != nil {
+			problems = append(problems, fmt.Errorf("%s: %w", source[s.key], err))
 			continue
 		}
 		raw[s.key] = val
@@ -475,17 +475,19 @@ func (s *setting) format(c *Config) string {
 }
 
 // scalar renders a value from any layer as text; lists and maps are not
-// settings.
-func scalar(v any) (string, bool) {
+// settings, nor are values YAML reads as something else, such as a date.
+func scalar(v any) (string, error) {
 	switch x := v.(type) {
 	case nil:
-		return "", true
+		return "", nil
 	case string:
-		return x, true
+		return x, nil
 	case bool, int, int64, uint64, float64:
-		return fmt.Sprint(x), true
+		return fmt.Sprint(x), nil
+	case []any, map[string]any:
+		return "", errors.New("must be a single value, not a list or a map")
 	default:
-		return "", false
+		return "", errors.New("is not a plain value (quote it)")
 	}
 }
 

@@ -269,6 +269,8 @@ func TestLoadErrors(t *testing.T) {
 			want: `FAAS_API_TOKEN: value contains whitespace or control characters`},
 		{name: "list value in file", file: "listen: [a, b]\n",
 			want: `listen in FILE: must be a single value, not a list or a map`},
+		{name: "date value in file", file: "listen: 2020-01-01\n",
+			want: `listen in FILE: is not a plain value (quote it)`},
 		{name: "all problems at once", env: map[string]string{"FAAS_ENGINE": "foo", "FAAS_QUEUE": "x"},
 			want: "FAAS_ENGINE: \"foo\" is not one of auto, qemu, ignite\nFAAS_QUEUE: \"x\" is not a whole number"},
 		{name: "unknown keys in file", file: "listne: :80\nqueue: 1\nboot: {wait: 1s}\n",

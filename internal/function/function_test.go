@@ -172,6 +172,7 @@ func TestLoadManifestErrors(t *testing.T) {
 		{"wrong case", "Runtime: python3\n", nil, `unknown field "Runtime" (did you mean "runtime"?`},
 		{"duplicate key", "mode: exec\nmode: http\n", nil, `function.yaml: line 2: mode is set twice (first on line 1)`},
 		{"yaml syntax", "mode: [exec\n", nil, "function.yaml: yaml: line"},
+		{"several documents", "mode: exec\n---\nruntime: node\n", nil, "function.yaml: holds more than one YAML document"},
 		{"not a mapping", "- mode\n", nil, "function.yaml: must be a mapping of settings (runtime: python3, ...), got a list"},
 		{"runtime", "runtime: ruby\n", nil, `function.yaml: runtime "ruby": want python3, node or bash`},
 		{"mode", "mode: grpc\n", nil, `function.yaml: mode "grpc": want exec`},
@@ -652,6 +653,34 @@ func TestExamples(t *testing.T) {
 			}
 			if len(s.Warnings) != 0 {
 				t.Errorf("got warnings %q, want none", s.Warnings)
+			}
+		})
+	}
+}
+
+func TestParseManifestDocuments(t *testing.T) {
+	tests := []struct {
+		name    string
+		data    string
+		wantErr bool
+	}{
+		{name: "one document", data: "mode: http\n"},
+		{name: "leading marker", data: "---\nmode: http\n"},
+		{name: "trailing marker", data: "mode: http\n---\n"},
+		{name: "trailing marker and comment", data: "mode: http\n---\n# done\n"},
+		{name: "second document", data: "mode: http\n---\nruntime: node\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := parseManifest("function.yaml", []byte(tt.data))
+			if tt.wantErr {
+				if err == nil {
+					t.Errorf("got no error, want one")
+				}
+				return
+			}
+			if err != nil || m.Mode != "http" {
+				t.Errorf("got %+v, %v; want mode http and no error", m, err)
 			}
 		})
 	}

@@ -1,7 +1,10 @@
 package function
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"slices"
 	"strings"
@@ -88,11 +91,25 @@ func manifestFields() []manifestField {
 // fields set twice and values of the wrong type are errors that name the
 // field and its line. Empty content is an empty manifest.
 func parseManifest(file string, data []byte) (*manifest, error) {
+	m := &manifest{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return m, nil // empty, or only comments
+	} else if err != nil {
 		return nil, invalidf("%s: %s", file, yamlMessage(err))
 	}
-	m := &manifest{}
+	// Further documents are refused, except empty ones (a trailing "---").
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil || !emptyDocument(&extra) {
+			return nil, invalidf("%s: holds more than one YAML document", file)
+		}
+	}
 	if len(doc.Content) == 0 {
 		return m, nil // empty, or only comments
 	}
@@ -208,4 +225,12 @@ func nodeKind(n *yaml.Node) string {
 func yamlMessage(err error) string {
 	msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
 	return strings.Join(strings.Fields(msg), " ")
+}
+
+// emptyDocument reports whether a decoded YAML document holds no value.
+func emptyDocument(n *yaml.Node) bool {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	return n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.Tag == "!!null" && n.Value == "")
 }

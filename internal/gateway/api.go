@@ -1,11 +1,9 @@
 package gateway
 
 import (
-	"cmp"
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 
 	"github.com/labstack/echo/v4"
@@ -25,11 +23,10 @@ type functionList struct {
 }
 
 func (g *Gateway) listFunctions(c echo.Context) error {
-	list := slices.Clone(g.fns.List(c.Request().Context()))
+	list := g.fns.List(c.Request().Context())
 	if list == nil {
-		list = []controller.Status{}
+		list = []controller.Status{} // JSON [] rather than null
 	}
-	slices.SortFunc(list, func(a, b controller.Status) int { return cmp.Compare(a.Name, b.Name) })
 	return c.JSON(http.StatusOK, functionList{Functions: list})
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/faasvm/appliance/internal/config"
 	"github.com/faasvm/appliance/internal/controller"
 )
 
@@ -49,7 +50,7 @@ func describe(err error) (status int, message, retryAfter string) {
 	case errors.Is(err, controller.ErrUnavailable):
 		return http.StatusServiceUnavailable, err.Error(), ""
 	case errors.As(err, &tooLarge):
-		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the %s limit", byteSize(tooLarge.Limit)), ""
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the %s limit", config.Size(tooLarge.Limit)), ""
 	case errors.Is(err, errInvokeTimeout):
 		return http.StatusGatewayTimeout, err.Error(), ""
 	case errors.Is(err, errUpstream):
@@ -83,17 +84,4 @@ func (g *Gateway) fail(c echo.Context, err error) error {
 		c.Response().Header().Set("Retry-After", retryAfter)
 	}
 	return c.JSON(status, errorBody{Error: msg, Function: info.function})
-}
-
-// byteSize renders n bytes for a message, e.g. "10MiB".
-func byteSize(n int64) string {
-	for _, u := range []struct {
-		size int64
-		name string
-	}{{1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
-		if n != 0 && n%u.size == 0 {
-			return fmt.Sprintf("%d%s", n/u.size, u.name)
-		}
-	}
-	return fmt.Sprintf("%d bytes", n)
 }

@@ -26,7 +26,7 @@ type Functions interface {
 	// Its errors wrap controller.ErrNotFound, ErrNotReady, ErrUnavailable or
 	// ErrOverloaded. The caller calls the instance's Release exactly once.
 	Acquire(ctx context.Context, name string) (controller.Instance, error)
-	// List reports every function.
+	// List reports every function, sorted by name.
 	List(ctx context.Context) []controller.Status
 	// Get reports one function; the error wraps controller.ErrNotFound for
 	// an unknown name.
@@ -164,8 +164,11 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           g.echo,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		// In exec mode headers become the handler's environment
+		// variables, and Linux caps one at 128KiB (MAX_ARG_STRLEN).
+		MaxHeaderBytes: 64 << 10,
+		IdleTimeout:    2 * time.Minute,
+		ErrorLog:       slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
 	defer g.transport.CloseIdleConnections()
 	served := make(chan error, 1)

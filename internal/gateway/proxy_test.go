@@ -291,6 +291,7 @@ func TestInvokeErrors(t *testing.T) {
 		name        string
 		opts        Options
 		acquire     func(ctx context.Context, name string) (controller.Instance, error)
+		instTimeout time.Duration    // the instance's own Timeout
 		upstream    http.HandlerFunc // nil: a dead endpoint
 		body        io.Reader
 		bodyLen     int64 // Content-Length; -1 sends the body chunked
@@ -318,9 +319,23 @@ func TestInvokeErrors(t *testing.T) {
 		{name: "invoke timeout", opts: Options{InvokeTimeout: 50 * time.Millisecond},
 			upstream:   func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() },
 			wantStatus: 504, wantError: "function timed out", wantRelease: []int{504}, wantAcquire: true, wantLevel: "WARN"},
+		// The instance's Timeout plus agentMargin overrides Options.InvokeTimeout.
+		{name: "instance timeout", opts: Options{InvokeTimeout: time.Hour}, instTimeout: 50 * time.Millisecond,
+			upstream:   func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() },
+			wantStatus: 504, wantError: "no answer within " + (50*time.Millisecond + agentMargin).String(),
+			wantRelease: []int{504}, wantAcquire: true, wantLevel: "WARN"},
+		{name: "answer within the instance timeout", opts: Options{InvokeTimeout: 10 * time.Millisecond}, instTimeout: 50 * time.Millisecond,
+			upstream: func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-time.After(100 * time.Millisecond): // past InvokeTimeout, within Timeout+agentMargin
+					io.WriteString(w, "late but fine")
+				case <-r.Context().Done():
+				}
+			},
+			wantStatus: 200, wantRelease: []int{200}, wantAcquire: true, wantLevel: "INFO"},
 		{name: "content-length over the limit", opts: Options{MaxBody: 16}, upstream: echoUpstream().ServeHTTP,
 			body: strings.NewReader(strings.Repeat("x", 17)), bodyLen: 17,
-			wantStatus: 413, wantError: "larger than the 16 bytes limit", wantLevel: "INFO"},
+			wantStatus: 413, wantError: "larger than the 16B limit", wantLevel: "INFO"},
 		{name: "chunked body over the limit", opts: Options{MaxBody: 1024}, upstream: echoUpstream().ServeHTTP,
 			body: strings.NewReader(strings.Repeat("x", 4096)), bodyLen: -1,
 			wantStatus: 413, wantError: "larger than the 1KiB limit", wantRelease: []int{413}, wantAcquire: true, wantLevel: "INFO"},
@@ -334,6 +349,13 @@ func TestInvokeErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fns := &fakeFunctions{acquire: tt.acquire}
+			if tt.instTimeout > 0 {
+				fns.acquire = func(ctx context.Context, name string) (controller.Instance, error) {
+					inst := fns.instance(name)
+					inst.Timeout = tt.instTimeout
+					return inst, nil
+				}
+			}
 			var upstream http.Handler
 			if tt.upstream != nil {
 				upstream = tt.upstream

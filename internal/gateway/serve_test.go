@@ -120,3 +120,49 @@ func TestServeListenerFails(t *testing.T) {
 		t.Errorf("Serve on a closed listener: got %v, want a serving error", err)
 	}
 }
+
+// TestServeHeaderLimit checks that Serve refuses oversized headers, which
+// exec mode would turn into environment variables above Linux's cap.
+func TestServeHeaderLimit(t *testing.T) {
+	tests := []struct {
+		name       string
+		header     int // bytes in X-Big
+		wantStatus int
+	}{
+		{name: "100KiB header", header: 100 << 10, wantStatus: http.StatusRequestHeaderFieldsTooLarge},
+		{name: "32KiB header", header: 32 << 10, wantStatus: http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+			h := newHarness(t, Options{}, upstream, nil)
+			ln := listen(t)
+			ctx, stop := context.WithCancel(t.Context())
+			served := make(chan error, 1)
+			go func() { served <- h.gw.Serve(ctx, ln) }()
+			defer func() {
+				stop()
+				if err := <-served; err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			}()
+
+			req, err := http.NewRequestWithContext(t.Context(), "GET", "http://"+ln.Addr().String()+"/invoke/fn", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("X-Big", strings.Repeat("x", tt.header))
+			client := &http.Client{Transport: &http.Transport{}}
+			defer client.CloseIdleConnections()
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != tt.wantStatus {
+				t.Errorf("got status %d, want %d", res.StatusCode, tt.wantStatus)
+			}
+		})
+	}
+}

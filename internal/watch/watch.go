@@ -222,7 +222,11 @@ func (w *Watcher) handle(ev fsnotify.Event) ([]string, error) {
 				return []string{top}, nil
 			}
 		case ev.Has(fsnotify.Remove), ev.Has(fsnotify.Rename):
-			w.unwatch(ev.Name)
+			if ev.Has(fsnotify.Rename) {
+				// A renamed folder keeps its watches under the old path;
+				// fsnotify drops a removed folder's watch by itself.
+				w.unwatch(ev.Name)
+			}
 			if w.known[top] {
 				delete(w.known, top)
 				return []string{top}, nil
@@ -245,8 +249,8 @@ func (w *Watcher) handle(ev fsnotify.Event) ([]string, error) {
 		if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
 			w.addTree(ev.Name)
 		}
-	case ev.Has(fsnotify.Remove), ev.Has(fsnotify.Rename):
-		w.unwatch(ev.Name)
+	case ev.Has(fsnotify.Rename):
+		w.unwatch(ev.Name) // see above: only a rename leaves watches behind
 	}
 	return []string{top}, nil
 }
