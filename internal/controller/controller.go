@@ -34,9 +34,8 @@ type Images interface {
 	// RootFS returns the read-only root filesystem image for a runtime, or
 	// for a user-named image when image is not empty.
 	RootFS(ctx context.Context, runtime, image string) (string, error)
-	// CodeDisk returns a read-only snapshot image of the folder and the
-	// digest of what it holds.
-	CodeDisk(ctx context.Context, dir string) (path, digest string, err error)
+	// CodeDisk returns a read-only snapshot image of the folder.
+	CodeDisk(ctx context.Context, dir string) (string, error)
 }
 
 // Options configure a Controller. Zero durations take the defaults below.
@@ -407,7 +406,7 @@ func (c *Controller) prepare(ctx context.Context, spec *function.Spec) (disks, e
 	if err != nil {
 		return disks{}, fmt.Errorf("preparing root filesystem for runtime %s: %w", spec.Runtime, err)
 	}
-	code, _, err := c.images.CodeDisk(ctx, spec.Dir)
+	code, err := c.images.CodeDisk(ctx, spec.Dir)
 	if err != nil {
 		return disks{}, fmt.Errorf("snapshotting function code: %w", err)
 	}

@@ -89,8 +89,8 @@ type fakeImages struct{}
 func (fakeImages) RootFS(ctx context.Context, runtime, image string) (string, error) {
 	return "/rootfs/" + runtime, nil
 }
-func (fakeImages) CodeDisk(ctx context.Context, dir string) (string, string, error) {
-	return dir + ".ext4", "digest", nil
+func (fakeImages) CodeDisk(ctx context.Context, dir string) (string, error) {
+	return dir + ".ext4", nil
 }
 
 // newTestController returns a controller of fake VMs that are always

@@ -55,47 +55,36 @@ func imageMode(t fstree.Type, m fs.FileMode) fs.FileMode {
 	return 0o644
 }
 
-// CodeDigest is the digest CodeDisk would give the folder src now, without
-// making anything: the sha256 over its sorted relative paths, each with the
-// mode it gets in the image and its content (or symlink target).
-func (c *Cache) CodeDigest(ctx context.Context, src string) (string, error) {
-	entries, err := readCodeTree(ctx, src, "", c.codeLimit)
-	if err != nil {
-		return "", err
-	}
-	return codeDigest(entries), nil
-}
-
 // CodeDisk returns the path of a read-only ext4 image (volume label
-// protocol.CodeLabel) holding a snapshot of the folder src, and the
-// snapshot's digest (see CodeDigest), which names the image in the cache:
+// protocol.CodeLabel) holding a snapshot of the folder src. The snapshot's
+// digest (see codeDigest) names the image in the cache:
 // <cache>/code/<digest>.ext4. The folder is first copied to a private
 // directory, so edits made while the image is being made cannot change it;
 // src is only read. Symlinks that point outside the folder, special files
 // and folders over the size limit are refused.
-func (c *Cache) CodeDisk(ctx context.Context, src string) (path, digest string, err error) {
+func (c *Cache) CodeDisk(ctx context.Context, src string) (string, error) {
 	start := time.Now()
 	snap, err := c.tempDir("code-*")
 	if err != nil {
-		return "", "", fmt.Errorf("code disk of %s: %w", src, err)
+		return "", fmt.Errorf("code disk of %s: %w", src, err)
 	}
 	defer os.RemoveAll(snap)
 	entries, err := readCodeTree(ctx, src, snap, c.codeLimit)
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
-	digest = codeDigest(entries)
-	path = filepath.Join(c.dir, "code", digest+".ext4")
+	digest := codeDigest(entries)
+	path := filepath.Join(c.dir, "code", digest+".ext4")
 	log := c.log.With("step", "code", "dir", src, "digest", digest)
 
 	defer c.lock(path)()
 	ok, err := exists(path)
 	if err != nil {
-		return "", "", fmt.Errorf("code disk of %s: %w", src, err)
+		return "", fmt.Errorf("code disk of %s: %w", src, err)
 	}
 	if ok {
 		log.Debug("code disk cached", "path", path)
-		return path, digest, nil
+		return path, nil
 	}
 	var content int64
 	for _, e := range entries {
@@ -103,7 +92,7 @@ func (c *Cache) CodeDisk(ctx context.Context, src string) (path, digest string, 
 	}
 	out, err := c.tempFile("code-*.ext4")
 	if err != nil {
-		return "", "", fmt.Errorf("code disk of %s: %w", src, err)
+		return "", fmt.Errorf("code disk of %s: %w", src, err)
 	}
 	defer os.Remove(out) // no-op once published
 	err = c.mkfs.make(ctx, ext4Image{
@@ -114,18 +103,19 @@ func (c *Cache) CodeDisk(ctx context.Context, src string) (path, digest string, 
 		Inodes: inodeCount(int64(len(entries))),
 	})
 	if err != nil {
-		return "", "", fmt.Errorf("code disk of %s: %w", src, err)
+		return "", fmt.Errorf("code disk of %s: %w", src, err)
 	}
 	if err := publish(out, path); err != nil {
-		return "", "", fmt.Errorf("code disk of %s: %w", src, err)
+		return "", fmt.Errorf("code disk of %s: %w", src, err)
 	}
 	log.Info("code disk made", "path", path, "files", len(entries), "elapsed", time.Since(start).Round(time.Millisecond))
-	return path, digest, nil
+	return path, nil
 }
 
-// codeDigest hashes entries in the order of their paths. Every field ends
-// in a NUL, which no path or symlink target contains, so distinct trees
-// cannot hash alike.
+// codeDigest is a snapshot's digest: the sha256 over its entries' sorted
+// relative paths, each with the mode it gets in the image and its content
+// (or symlink target). Every field ends in a NUL, which no path or symlink
+// target contains, so distinct trees cannot hash alike.
 func codeDigest(entries []codeEntry) string {
 	sorted := slices.Clone(entries)
 	slices.SortFunc(sorted, func(a, b codeEntry) int { return cmp.Compare(a.rel, b.rel) })
@@ -151,9 +141,9 @@ func field(h hash.Hash, s string) {
 }
 
 // readCodeTree walks the folder src by the rules of package fstree (dangling
-// symlinks allowed) and returns its entries (the folder itself excluded).
-// When dst is not empty it copies the tree there as it goes, hashing what
-// it copies, so the entries describe exactly the copy.
+// symlinks allowed), copies it to the empty directory dst as it goes and
+// returns its entries (the folder itself excluded). It hashes what it
+// copies, so the entries describe exactly the copy.
 func readCodeTree(ctx context.Context, src, dst string, limit int64) ([]codeEntry, error) {
 	root, err := filepath.EvalSymlinks(src)
 	if err != nil {
@@ -164,31 +154,22 @@ func readCodeTree(ctx context.Context, src, dst string, limit int64) ([]codeEntr
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("function folder %s is not a directory", src)
 	}
-	if dst != "" {
-		if err := os.Chmod(dst, 0o755); err != nil {
-			return nil, fmt.Errorf("snapshot of %s: %w", src, err)
-		}
+	if err := os.Chmod(dst, 0o755); err != nil {
+		return nil, fmt.Errorf("snapshot of %s: %w", src, err)
 	}
 	var entries []codeEntry
 	w := &fstree.Walker{MaxSize: limit, AllowDangling: true}
 	err = w.Walk(ctx, root, func(fe fstree.Entry) error {
 		e := codeEntry{rel: fe.Rel, mode: imageMode(fe.Type, fe.Mode), target: fe.Target}
-		var to string
-		if dst != "" {
-			to = filepath.Join(dst, filepath.FromSlash(fe.Rel))
-		}
+		to := filepath.Join(dst, filepath.FromSlash(fe.Rel))
 		switch fe.Type {
 		case fstree.Dir:
-			if to != "" {
-				if err := mkdirMode(to, e.mode.Perm()); err != nil {
-					return err
-				}
+			if err := mkdirMode(to, e.mode.Perm()); err != nil {
+				return err
 			}
 		case fstree.Symlink:
-			if to != "" {
-				if err := os.Symlink(e.target, to); err != nil {
-					return err
-				}
+			if err := os.Symlink(e.target, to); err != nil {
+				return err
 			}
 		case fstree.Regular:
 			var err error
@@ -233,13 +214,8 @@ func mkdirMode(path string, perm fs.FileMode) error {
 	return os.Chmod(path, perm) // whatever the umask
 }
 
-// hashCopy hashes the file e within w's size budget, copying it to dst
-// when dst is not empty.
+// hashCopy copies the file e to dst within w's size budget, hashing it.
 func hashCopy(w *fstree.Walker, e fstree.Entry, dst string, perm fs.FileMode) (int64, [32]byte, error) {
-	if dst == "" {
-		sum, n, err := w.Hash(e, nil)
-		return n, sum, err
-	}
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return 0, [32]byte{}, err

@@ -28,13 +28,24 @@ func writeCodeTree(t *testing.T) string {
 	return dir
 }
 
-func TestCodeDigest(t *testing.T) {
-	ctx := context.Background()
-	c := newTestCache(t, "", nil)
-	base, err := c.CodeDigest(ctx, writeCodeTree(t))
+// digestOf is the digest CodeDisk gives the folder dir, without making an
+// image.
+func digestOf(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := readCodeTree(context.Background(), dir, t.TempDir(), DefaultCodeSizeLimit)
 	if err != nil {
-		t.Fatalf("CodeDigest: %v", err)
+		t.Fatalf("readCodeTree: %v", err)
 	}
+	return codeDigest(entries)
+}
+
+// digestOfDisk is the digest naming the code disk at path.
+func digestOfDisk(path string) string {
+	return strings.TrimSuffix(filepath.Base(path), ".ext4")
+}
+
+func TestCodeDigest(t *testing.T) {
+	base := digestOf(t, writeCodeTree(t))
 	tests := []struct {
 		name   string
 		change func(t *testing.T, dir string)
@@ -95,10 +106,7 @@ func TestCodeDigest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := writeCodeTree(t)
 			tt.change(t, dir)
-			got, err := c.CodeDigest(ctx, dir)
-			if err != nil {
-				t.Fatalf("CodeDigest: %v", err)
-			}
+			got := digestOf(t, dir)
 			if (got == base) != tt.same {
 				t.Fatalf("digest equal to the original's: got %v, want %v (%s vs %s)", got == base, tt.same, got, base)
 			}
@@ -176,7 +184,7 @@ func TestCodeTreeRefuses(t *testing.T) {
 			if limit == 0 {
 				limit = DefaultCodeSizeLimit
 			}
-			_, err := readCodeTree(context.Background(), dir, "", limit)
+			_, err := readCodeTree(context.Background(), dir, t.TempDir(), limit)
 			if err == nil {
 				t.Fatalf("got no error, want one containing %q", tt.want)
 			}
@@ -217,7 +225,7 @@ func TestCodeTreeAccepts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			tt.prepare(t, dir)
-			if _, err := readCodeTree(context.Background(), dir, "", 10); err != nil {
+			if _, err := readCodeTree(context.Background(), dir, t.TempDir(), 10); err != nil {
 				t.Fatalf("got error %v, want none", err)
 			}
 		})
@@ -246,15 +254,13 @@ func TestCodeDisk(t *testing.T) {
 	src := writeCodeTree(t)
 	before := snapshotMeta(t, src)
 
-	path, digest, err := c.CodeDisk(ctx, src)
+	path, err := c.CodeDisk(ctx, src)
 	if err != nil {
 		t.Fatalf("CodeDisk: %v", err)
 	}
+	digest := digestOf(t, src)
 	if want := filepath.Join(c.Dir(), "code", digest+".ext4"); path != want {
 		t.Errorf("path: got %s, want %s", path, want)
-	}
-	if d, err := c.CodeDigest(ctx, src); err != nil || d != digest {
-		t.Errorf("CodeDigest: got %s, %v, want %s", d, err, digest)
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o444 {
 		t.Errorf("mode: got %v (%v), want -r--r--r--", fi.Mode(), err)
@@ -291,14 +297,14 @@ func TestCodeDisk(t *testing.T) {
 		t.Errorf("symlink: got\n%s\nwant a link to lib/util.py", link)
 	}
 
-	again, digest2, err := c.CodeDisk(ctx, src)
-	if err != nil || again != path || digest2 != digest {
-		t.Errorf("second call: got %s %s %v, want %s %s", again, digest2, err, path, digest)
+	again, err := c.CodeDisk(ctx, src)
+	if err != nil || again != path {
+		t.Errorf("second call: got %s %v, want %s", again, err, path)
 	}
 	mustWrite(t, filepath.Join(src, "handler.py"), "changed\n", 0o644)
-	changed, digest3, err := c.CodeDisk(ctx, src)
-	if err != nil || changed == path || digest3 == digest {
-		t.Errorf("after an edit: got %s %s %v, want a new image", changed, digest3, err)
+	changed, err := c.CodeDisk(ctx, src)
+	if err != nil || changed == path || digestOfDisk(changed) == digest {
+		t.Errorf("after an edit: got %s %v, want a new image", changed, err)
 	}
 	if out, _ := debugfs(t, changed, "cat /handler.py"); out != "changed\n" {
 		t.Errorf("edited content: got %q, want %q", out, "changed\n")
@@ -312,7 +318,7 @@ func TestCodeDiskRefusesLeavesNothing(t *testing.T) {
 	c := newTestCache(t, "", nil)
 	src := writeCodeTree(t)
 	symlink(t, "/etc", filepath.Join(src, "etc"))
-	if _, _, err := c.CodeDisk(context.Background(), src); !errors.Is(err, ErrSymlinkOutside) {
+	if _, err := c.CodeDisk(context.Background(), src); !errors.Is(err, ErrSymlinkOutside) {
 		t.Fatalf("got error %v, want ErrSymlinkOutside", err)
 	}
 	for _, d := range []string{"code", "tmp"} {
@@ -346,7 +352,7 @@ func TestCodeDiskSizeLimitFromConfig(t *testing.T) {
 	}
 	src := t.TempDir()
 	mustWrite(t, filepath.Join(src, "big"), strings.Repeat("x", 17), 0o644)
-	if _, _, err := c.CodeDisk(context.Background(), src); !errors.Is(err, ErrCodeTooLarge) || !strings.Contains(err.Error(), "more than 16 bytes") {
+	if _, err := c.CodeDisk(context.Background(), src); !errors.Is(err, ErrCodeTooLarge) || !strings.Contains(err.Error(), "more than 16 bytes") {
 		t.Fatalf("got error %v, want ErrCodeTooLarge naming the 16-byte limit", err)
 	}
 }

@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// TestCodeDigestPinned pins the code digest format: a change to it renames
-// every cached code disk, so it must be deliberate.
+// TestCodeDigestPinned pins the code digest format, read from the name of
+// the code disk CodeDisk makes: a change to it renames every cached code
+// disk, so it must be deliberate.
 func TestCodeDigestPinned(t *testing.T) {
 	dir := writeCodeTree(t)
 	mustWrite(t, filepath.Join(dir, "lib", "a.b"), "dot\n", 0o644)
@@ -18,12 +19,12 @@ func TestCodeDigestPinned(t *testing.T) {
 	if err := os.Chmod(filepath.Join(dir, "lib", "util.py"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := readCodeTree(context.Background(), dir, "", DefaultCodeSizeLimit)
+	path, err := newTestCache(t, "", nil).CodeDisk(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const want = "a6967ac60553e9ddf88c6bc17c52e793a4d8f2da38062344228662fa5b557733"
-	if got := codeDigest(entries); got != want {
-		t.Errorf("digest: got %s, want %s", got, want)
+	if got := digestOfDisk(path); got != want {
+		t.Errorf("digest: got %s (%s), want %s", got, path, want)
 	}
 }

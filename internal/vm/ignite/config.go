@@ -29,7 +29,7 @@ const (
 const (
 	DefaultIgnitePath     = "ignite"
 	DefaultDockerPath     = "docker"
-	DefaultBootTimeout    = 2 * time.Minute
+	DefaultBootTimeout    = 90 * time.Second // below the controller's 2m bound
 	DefaultStopTimeout    = 10 * time.Second
 	DefaultCommandTimeout = 30 * time.Second
 	DefaultStatusInterval = 2 * time.Second
@@ -64,7 +64,8 @@ type Config struct {
 	StateDir string
 	// KeepLogsDir, when set, receives each VM's console log on Stop (as
 	// <name>-<uid>.console.log) instead of it being deleted with the VM's
-	// directory. Must be absolute when set.
+	// directory; only the vm.DefaultKeptLogs newest of each VM name stay
+	// (see vm.KeepLog). Must be absolute when set.
 	KeepLogsDir string
 	// BootTimeout bounds `ignite run` plus the wait for the agent's health
 	// check (a first run of an image also imports it, which can take a

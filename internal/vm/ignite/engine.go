@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,7 +45,6 @@ type Engine struct {
 	ignite string          // absolute path of the ignite binary
 	agent  string          // the agent binary, symlinks resolved
 	owner  string          // LabelOwner value of this engine's VMs
-	client *http.Client    // set by WithHTTPClient; nil for the default
 	agents *vm.AgentClient // health checks and poweroff
 	run    runner
 	// agentPort is where the agent listens in the guest
@@ -57,19 +55,10 @@ type Engine struct {
 
 var _ vm.Engine = (*Engine)(nil)
 
-// Option changes how New builds an Engine.
-type Option func(*Engine)
-
-// WithHTTPClient sets the client used to talk to guest agents (health
-// checks, poweroff). It must not use a proxy for the VMs' addresses.
-func WithHTTPClient(c *http.Client) Option {
-	return func(e *Engine) { e.client = c }
-}
-
 // New validates cfg, applies its defaults and returns an Engine. It checks
 // that the ignite binary and the agent binary exist; whether Ignite can
 // really run VMs on this host is Available's question.
-func New(cfg Config, opts ...Option) (*Engine, error) {
+func New(cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -103,10 +92,7 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 		agentPort: protocol.AgentPort,
 		now:       time.Now,
 	}
-	for _, o := range opts {
-		o(e)
-	}
-	e.agents = vm.NewAgentClient(e.client) // VMs are on a host-local bridge
+	e.agents = vm.NewAgentClient(nil) // VMs are on a host-local bridge
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, vmsDirName), 0o700); err != nil {
 		return nil, fmt.Errorf("ignite engine: creating state dir: %w", err)
 	}

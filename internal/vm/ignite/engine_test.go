@@ -287,7 +287,7 @@ func TestStartAndStop(t *testing.T) {
 	if _, err := os.Stat(vmDir); !os.IsNotExist(err) {
 		t.Errorf("vm dir after Stop: got %v, want it removed", err)
 	}
-	kept, err := os.ReadFile(filepath.Join(env.cfg.KeepLogsDir, "hello-"+env.uid+"-"+m.ID()+".console.log"))
+	kept, err := os.ReadFile(filepath.Join(env.cfg.KeepLogsDir, "hello-"+m.ID()+".console.log"))
 	if err != nil || !strings.Contains(string(kept), "agent serving") {
 		t.Errorf("kept console log: got %q, %v; want the console", kept, err)
 	}

@@ -12,7 +12,6 @@ import (
 type vmInfo struct {
 	IP          net.IP // the VM's first address on Ignite's network
 	ContainerID string // the sandbox container (Status.Runtime.ID)
-	Running     bool
 }
 
 // parseInspect reads the JSON `ignite inspect vm UID -o json` prints (a
@@ -29,7 +28,7 @@ func parseInspect(out []byte, uid string) (vmInfo, error) {
 	if string(v.UID) != uid {
 		return vmInfo{}, fmt.Errorf("ignite inspect answered for vm %q, want %q", v.UID, uid)
 	}
-	info := vmInfo{Running: v.Status.Running}
+	var info vmInfo
 	if v.Status.Runtime != nil {
 		info.ContainerID = v.Status.Runtime.ID
 	}

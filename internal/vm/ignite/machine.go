@@ -22,6 +22,7 @@ type machine struct {
 	id          string // the appliance's VM UID
 	uid         string // Ignite UID
 	name        string // Ignite VM name
+	vmName      string // the appliance's VM name, which names its kept console log
 	dir         string
 	endpoint    string
 	secret      string
@@ -45,6 +46,7 @@ func newMachine(b *boot) *machine {
 		id:          string(b.spec.VM.UID),
 		uid:         b.uid,
 		name:        b.name,
+		vmName:      b.spec.VM.Name,
 		dir:         b.dir,
 		endpoint:    b.endpointAddr(),
 		secret:      b.spec.Agent.Secret,
@@ -160,8 +162,7 @@ func (m *machine) stop(ctx context.Context) error {
 	}
 	m.exit.Set(errors.New("stopped by the engine"))
 	if len(errs) == 0 { // a VM that may still exist keeps its files
-		kept := m.name + "-" + m.id + ".console.log"
-		if err := vm.RemoveVMDir(m.dir, m.ConsoleLog(), m.e.cfg.KeepLogsDir, kept); err != nil {
+		if err := vm.RemoveVMDir(m.dir, m.ConsoleLog(), m.e.cfg.KeepLogsDir, m.vmName, m.id); err != nil {
 			errs = append(errs, err)
 		}
 	}

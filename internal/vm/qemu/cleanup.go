@@ -28,7 +28,20 @@ type Leftover struct {
 // files, after checking in /proc that the pid really is that program
 // started for that directory (a pid may have been reused), then removes the
 // directory. Call it before starting any VM with the same state dir.
+//
+// A QEMU process is recognised by the base name of its argv[0] starting
+// with "qemu-system" (DefaultQEMUPath's family); Engine.Cleanup matches the
+// engine's configured QEMU binary instead.
 func Cleanup(ctx context.Context, stateDir string) ([]Leftover, error) {
+	return cleanup(ctx, stateDir, qemuSystemPrefix)
+}
+
+// qemuSystemPrefix starts the name of every stock QEMU system emulator.
+const qemuSystemPrefix = "qemu-system"
+
+// cleanup is Cleanup for QEMU processes whose argv[0] base name starts
+// with qemuProgram.
+func cleanup(ctx context.Context, stateDir, qemuProgram string) ([]Leftover, error) {
 	root := filepath.Join(stateDir, "vms")
 	entries, err := os.ReadDir(root)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -45,7 +58,7 @@ func Cleanup(ctx context.Context, stateDir string) ([]Leftover, error) {
 		if !ent.IsDir() {
 			continue
 		}
-		lo, err := cleanupDir(ctx, filepath.Join(root, ent.Name()))
+		lo, err := cleanupDir(ctx, filepath.Join(root, ent.Name()), qemuProgram)
 		if err != nil {
 			errs = append(errs, err)
 			if ctx.Err() != nil {
@@ -61,21 +74,23 @@ func Cleanup(ctx context.Context, stateDir string) ([]Leftover, error) {
 	return out, nil
 }
 
-// Cleanup runs the package's Cleanup on the engine's state dir and logs
+// Cleanup runs the package's Cleanup on the engine's state dir, matching
+// QEMU processes by the base name of the configured QEMU binary, and logs
 // what it found.
 func (e *Engine) Cleanup(ctx context.Context) error {
-	los, err := Cleanup(ctx, e.cfg.StateDir)
+	los, err := cleanup(ctx, e.cfg.StateDir, filepath.Base(e.cfg.QEMUPath))
 	for _, lo := range los {
 		e.log.Warn("removed a vm left by an earlier run", "dir", lo.Dir, "killed_pids", lo.Killed)
 	}
 	return err
 }
 
-// cleanupDir kills the VM processes of one directory and removes it.
-func cleanupDir(ctx context.Context, dir string) (Leftover, error) {
+// cleanupDir kills the VM processes of one directory (QEMU recognised by
+// qemuProgram, see isVMProcess) and removes it.
+func cleanupDir(ctx context.Context, dir, qemuProgram string) (Leftover, error) {
 	lo := Leftover{Dir: dir}
 	for _, pf := range []struct{ file, program string }{
-		{qemuPidName, "qemu-system"},
+		{qemuPidName, qemuProgram},
 		{passtPidName, "passt"},
 	} {
 		pid, ok := readPidFile(filepath.Join(dir, pf.file))

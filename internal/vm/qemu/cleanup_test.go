@@ -55,13 +55,19 @@ func (c *child) running(t *testing.T) bool {
 // argument inside dir, like a QEMU started for that VM directory.
 func fakeQEMU(t *testing.T, dir string) *child {
 	t.Helper()
+	return fakeQEMUNamed(t, "qemu-system-x86_64", dir)
+}
+
+// fakeQEMUNamed is fakeQEMU with argv[0] argv0.
+func fakeQEMUNamed(t *testing.T, argv0, dir string) *child {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := &exec.Cmd{
 		Path: exe,
-		Args: []string{"qemu-system-x86_64", "-pidfile", filepath.Join(dir, qemuPidName)},
+		Args: []string{argv0, "-pidfile", filepath.Join(dir, qemuPidName)},
 		Env:  append(os.Environ(), envHelper+"=block"),
 	}
 	return startChild(t, cmd)
@@ -77,6 +83,9 @@ func writePid(t *testing.T, path string, pid int) {
 func TestCleanup(t *testing.T) {
 	tests := []struct {
 		name string
+		// qemu is the configured QEMU binary's base name cleanup matches;
+		// "" runs the package's Cleanup (stock qemu-system-* names).
+		qemu string
 		// setup makes one leftover VM dir and returns the child that must
 		// be killed (nil: none) and one that must survive (nil: none).
 		setup func(t *testing.T, dir string) (killed, survives *child)
@@ -102,6 +111,32 @@ func TestCleanup(t *testing.T) {
 			name: "qemu of another dir survives",
 			setup: func(t *testing.T, dir string) (*child, *child) {
 				q := fakeQEMU(t, filepath.Join(filepath.Dir(dir), "some-other-vm"))
+				writePid(t, filepath.Join(dir, qemuPidName), q.cmd.Process.Pid)
+				return nil, q
+			},
+		},
+		{
+			name: "configured qemu binary is killed",
+			qemu: "qemu-kvm",
+			setup: func(t *testing.T, dir string) (*child, *child) {
+				q := fakeQEMUNamed(t, "/usr/libexec/qemu-kvm", dir)
+				writePid(t, filepath.Join(dir, qemuPidName), q.cmd.Process.Pid)
+				return q, nil
+			},
+		},
+		{
+			name: "stock name not matched when another binary is configured",
+			qemu: "qemu-kvm",
+			setup: func(t *testing.T, dir string) (*child, *child) {
+				q := fakeQEMU(t, dir)
+				writePid(t, filepath.Join(dir, qemuPidName), q.cmd.Process.Pid)
+				return nil, q
+			},
+		},
+		{
+			name: "package Cleanup does not match a custom binary",
+			setup: func(t *testing.T, dir string) (*child, *child) {
+				q := fakeQEMUNamed(t, "qemu-kvm", dir)
 				writePid(t, filepath.Join(dir, qemuPidName), q.cmd.Process.Pid)
 				return nil, q
 			},
@@ -136,7 +171,15 @@ func TestCleanup(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			los, err := Cleanup(ctx, state)
+			var (
+				los []Leftover
+				err error
+			)
+			if tt.qemu == "" {
+				los, err = Cleanup(ctx, state)
+			} else {
+				los, err = cleanup(ctx, state, tt.qemu)
+			}
 			if err != nil {
 				t.Fatalf("Cleanup: %v", err)
 			}

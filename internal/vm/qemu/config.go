@@ -47,7 +47,8 @@ type Config struct {
 	StateDir string
 	// KeepLogsDir, when set, receives each VM's console log on Stop (as
 	// <name>-<uid>.console.log) instead of it being deleted with the VM's
-	// directory. Must be absolute when set.
+	// directory; only the vm.DefaultKeptLogs newest of each VM name stay
+	// (see vm.KeepLog). Must be absolute when set.
 	KeepLogsDir string
 	// BootTimeout bounds Start from the network step (just before QEMU is
 	// launched) until the guest agent answers its health check. Default

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,7 +35,6 @@ import (
 type Engine struct {
 	cfg    Config
 	log    *slog.Logger
-	client *http.Client    // set by WithHTTPClient; nil for the default
 	agents *vm.AgentClient // health checks and poweroff
 	tscKHz int             // host TSC rate for tsc_early_khz; 0 when unknown
 	kvmDev string          // the KVM device, /dev/kvm (tests point it elsewhere)
@@ -50,25 +48,10 @@ type Engine struct {
 
 var _ vm.Engine = (*Engine)(nil)
 
-// Option changes how New builds an Engine.
-type Option func(*Engine)
-
-// WithHTTPClient sets the client used to talk to guest agents (health
-// checks, poweroff). It must not use a proxy for loopback addresses.
-func WithHTTPClient(c *http.Client) Option {
-	return func(e *Engine) { e.client = c }
-}
-
-// WithTSCKHz sets the host TSC rate passed to guests as tsc_early_khz,
-// instead of reading it from /proc/cpuinfo. 0 omits the argument.
-func WithTSCKHz(khz int) Option {
-	return func(e *Engine) { e.tscKHz = khz }
-}
-
 // New validates cfg, applies its defaults and returns an Engine. It checks
 // that QEMU exists and, for Accel AccelKVM, that /dev/kvm opens; whether KVM
 // really runs a guest is probed at the first Start (or DetectAccel).
-func New(cfg Config, opts ...Option) (*Engine, error) {
+func New(cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -81,22 +64,15 @@ func New(cfg Config, opts ...Option) (*Engine, error) {
 	e := &Engine{
 		cfg:     cfg,
 		log:     cfg.Logger.With("engine", "qemu"),
-		tscKHz:  -1,
 		kvmDev:  "/dev/kvm",
 		probing: make(chan struct{}, 1),
 	}
-	for _, o := range opts {
-		o(e)
-	}
-	e.agents = vm.NewAgentClient(e.client) // the agent is always on loopback
-	if e.tscKHz < 0 {
-		e.tscKHz = 0
-		if khz, err := readTSCKHz(); err != nil {
-			e.log.Warn("host TSC rate unknown; guests calibrate it themselves, which can hang a boot on a busy host",
-				"error", err)
-		} else {
-			e.tscKHz = khz
-		}
+	e.agents = vm.NewAgentClient(nil) // the agent is always on loopback
+	if khz, err := readTSCKHz(); err != nil {
+		e.log.Warn("host TSC rate unknown; guests calibrate it themselves, which can hang a boot on a busy host",
+			"error", err)
+	} else {
+		e.tscKHz = khz
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "vms"), 0o700); err != nil {
 		return nil, fmt.Errorf("qemu engine: creating state dir: %w", err)

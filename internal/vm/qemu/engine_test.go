@@ -76,10 +76,11 @@ func testEngine(t *testing.T, cfg Config) (*Engine, *vmtest.LogBuffer) {
 		cfg.Accel = AccelTCG
 	}
 	cfg.Logger = vmtest.NewLogger(logs)
-	e, err := New(cfg, WithTSCKHz(2000000))
+	e, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	e.tscKHz = 2000000 // not the host's: the argv tests pin it
 	return e, logs
 }
 

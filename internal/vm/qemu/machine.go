@@ -140,8 +140,7 @@ func (m *machine) stop(ctx context.Context) error {
 		t.Stop()
 	}
 	if len(errs) == 0 { // never delete the files of a process that may still run
-		kept := m.name + "-" + m.id + ".console.log"
-		if err := vm.RemoveVMDir(m.dir, m.ConsoleLog(), m.e.cfg.KeepLogsDir, kept); err != nil {
+		if err := vm.RemoveVMDir(m.dir, m.ConsoleLog(), m.e.cfg.KeepLogsDir, m.name, m.id); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -106,7 +106,7 @@ func (h *harness) spec(tb testing.TB, fc fnCase, egress bool) *vm.Spec {
 	if err != nil {
 		tb.Fatalf("rootfs for %s: %v", fc.runtime, err)
 	}
-	code, _, err := h.assets.Disks.CodeDisk(ctx, vmtest.WriteFiles(tb, map[string]string{fc.handler: fc.code}))
+	code, err := h.assets.Disks.CodeDisk(ctx, vmtest.WriteFiles(tb, map[string]string{fc.handler: fc.code}))
 	if err != nil {
 		tb.Fatalf("code disk: %v", err)
 	}
