@@ -66,7 +66,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	ctrl := controller.New(controller.Options{
 		FunctionsDir: cfg.FunctionsDir, Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
 		Defaults: function.Defaults{
-			Timeout: cfg.InvokeTimeout, Memory: fmt.Sprintf("%dMB", int64(cfg.DefaultMemory)>>20), CPUs: cfg.DefaultCPUs, Egress: cfg.Egress,
+			Timeout: cfg.InvokeTimeout, Memory: defaultMemory(cfg.DefaultMemory), CPUs: cfg.DefaultCPUs, Egress: cfg.Egress,
 			MinReplicas: cfg.MinReplicas, MaxReplicas: cfg.MaxReplicas, Concurrency: cfg.Concurrency,
 			IdleTimeout: cfg.IdleTimeout, TargetUtilization: cfg.TargetUtilization, MaxSize: image.DefaultCodeSizeLimit,
 		},
@@ -126,4 +126,13 @@ func (a *Appliance) Close() error {
 	}
 	a.log.Info("all VMs stopped")
 	return nil
+}
+
+// defaultMemory renders the default_memory setting for function.Defaults:
+// "" (the VM template decides) when unset.
+func defaultMemory(m config.Size) string {
+	if m == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%dMB", int64(m)>>20)
 }

@@ -97,9 +97,11 @@ type Config struct {
 
 	// MaxBody is the largest request body the gateway accepts.
 	MaxBody Size
-	// DefaultMemory is a VM's memory unless the function sets its own.
+	// DefaultMemory is a VM's memory unless the function sets its own; 0
+	// leaves it to the VM template.
 	DefaultMemory Size
-	// DefaultCPUs is a VM's vCPU count unless the function sets its own.
+	// DefaultCPUs is a VM's vCPU count unless the function sets its own; 0
+	// leaves it to the VM template.
 	DefaultCPUs int
 
 	// MinReplicas is the number of instances kept running per function.
@@ -216,9 +218,10 @@ func settings() []setting {
 				}
 				return ""
 			}},
-		{key: "default_memory", def: "256MB", typ: "size", help: "VM memory unless the function sets its own",
+		{key: "default_memory", def: "0", typ: "size", help: "VM memory unless the function sets its own (0: the VM template's)",
 			field: func(c *Config) any { return &c.DefaultMemory }, check: func(c *Config) string {
 				switch {
+				case c.DefaultMemory == 0:
 				case c.DefaultMemory < 64*MiB:
 					return "is below the 64MB a guest needs"
 				case c.DefaultMemory%MiB != 0:
@@ -226,8 +229,8 @@ func settings() []setting {
 				}
 				return ""
 			}},
-		{key: "default_cpus", def: "1", typ: "int", help: "VM vCPUs unless the function sets its own",
-			field: func(c *Config) any { return &c.DefaultCPUs }, check: atLeast(1, func(c *Config) int { return c.DefaultCPUs })},
+		{key: "default_cpus", def: "0", typ: "int", help: "VM vCPUs unless the function sets its own (0: the VM template's)",
+			field: func(c *Config) any { return &c.DefaultCPUs }, check: atLeast(0, func(c *Config) int { return c.DefaultCPUs })},
 		{key: "min_replicas", def: "1", typ: "int", help: "instances kept running per function (0: scale to zero when idle)",
 			field: func(c *Config) any { return &c.MinReplicas }, check: atLeast(0, func(c *Config) int { return c.MinReplicas })},
 		{key: "max_replicas", def: "1", typ: "int", help: "most instances per function",
