@@ -12,7 +12,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -210,12 +209,9 @@ func readConfigFile(path string) (*protocol.Config, error) {
 	if bytes.HasPrefix(b, []byte(protocol.ConfigMagic)) {
 		return protocol.DecodeDisk(b)
 	}
-	var cfg protocol.Config
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("decoding config %s: %w", path, err)
+	cfg, err := protocol.DecodeJSON(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
+	return cfg, nil
 }

@@ -155,6 +155,11 @@ func DecodeDisk(b []byte) (*Config, error) {
 	if i := bytes.IndexByte(b, 0); i >= 0 {
 		b = b[:i]
 	}
+	return DecodeJSON(b)
+}
+
+// DecodeJSON parses and validates a config given as plain JSON.
+func DecodeJSON(b []byte) (*Config, error) {
 	var c Config
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("decoding agent config: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -100,26 +101,34 @@ func (e *execHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	timeout := time.Duration(e.cfg.Timeout)
+	// One budget covers reading the body and running the handler.
+	deadline := time.Now().Add(timeout)
 	// The body is read whole before the handler starts (as the classic
 	// watchdog does), within the invocation's time budget, so that no
 	// goroutine reads the request after the response is written.
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(timeout)) // not every writer supports deadlines
+	_ = rc.SetReadDeadline(deadline) // not every writer supports deadlines
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, e.opts.MaxBody))
 	// Lift the deadline again: once it passes, the server would take the
 	// connection for dead and cancel the request's context.
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
+		// The rest of the body is not read: close the connection rather
+		// than let the server drain a client that stalls, with no deadline.
+		w.Header().Set("Connection", "close")
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		switch {
+		case errors.As(err, &tooBig):
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit))
-			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			writeError(w, http.StatusRequestTimeout, fmt.Sprintf("request body did not arrive within %s", timeout))
+		default:
+			writeError(w, http.StatusBadRequest, "reading request body: "+err.Error())
 		}
-		writeError(w, http.StatusBadRequest, "reading request body: "+err.Error())
 		return
 	}
 
-	ctx, cancelTimeout := context.WithTimeout(r.Context(), timeout)
+	ctx, cancelTimeout := context.WithDeadline(r.Context(), deadline)
 	defer cancelTimeout()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -169,12 +178,6 @@ func describeExit(err error) string {
 // is not passed on.
 func requestEnv(base []string, r *http.Request, bodyLen int) []string {
 	env := slices.Clip(base)
-	env = append(env,
-		"Http_Method="+r.Method,
-		"Http_Path="+r.URL.Path,
-		"Http_Query="+r.URL.RawQuery,
-		"Http_ContentLength="+strconv.Itoa(bodyLen),
-	)
 	names := make([]string, 0, len(r.Header))
 	for name := range r.Header {
 		if strings.EqualFold(name, protocol.SecretHeader) {
@@ -186,7 +189,14 @@ func requestEnv(base []string, r *http.Request, bodyLen int) []string {
 	for _, name := range names {
 		env = append(env, "Http_"+strings.ReplaceAll(name, "-", "_")+"="+strings.Join(r.Header.Values(name), ", "))
 	}
-	return env
+	// Last, so that headers named Method, Path, Query or ContentLength
+	// cannot override them (exec keeps the last of repeated variables).
+	return append(env,
+		"Http_Method="+r.Method,
+		"Http_Path="+r.URL.Path,
+		"Http_Query="+r.URL.RawQuery,
+		"Http_ContentLength="+strconv.Itoa(bodyLen),
+	)
 }
 
 type execResult struct {
@@ -309,10 +319,7 @@ func (e *execHandler) untrack(pid int) {
 func (e *execHandler) stop(ctx context.Context) error {
 	e.mu.Lock()
 	e.stopping = true
-	procs := make(map[int]<-chan struct{}, len(e.active))
-	for pid, done := range e.active {
-		procs[pid] = done
-	}
+	procs := maps.Clone(e.active)
 	e.mu.Unlock()
 	if len(procs) == 0 {
 		return nil

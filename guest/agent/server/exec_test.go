@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -266,5 +269,33 @@ func TestExecModePoweroffStopsRunningHandlers(t *testing.T) {
 	}
 	if code, st := a.health(t); code != http.StatusServiceUnavailable || st.State != StateFailed {
 		t.Errorf("health after poweroff: got %d %+v, want 503 failed", code, st)
+	}
+}
+
+// TestExecModeStalledBody: a client that sends part of its body and stalls
+// gets a 408 within the timeout and the connection is closed, instead of a
+// server goroutine waiting on it for ever.
+func TestExecModeStalledBody(t *testing.T) {
+	t.Parallel()
+	cfg := protocol.Config{
+		Mode:    protocol.ModeExec,
+		Command: []string{"./h.sh"},
+		Timeout: protocol.Duration(500 * time.Millisecond),
+	}
+	a := newAgent(t, cfg, map[string]string{"h.sh": "#!/bin/bash\ncat\n"}, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(a.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\n%s: %s\r\nContent-Length: 10\r\n\r\nab", protocol.SecretHeader, testSecret)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+		t.Errorf("got %d (close %v), want 408 and the connection closed", resp.StatusCode, resp.Close)
 	}
 }

@@ -1,6 +1,10 @@
 package server
 
 import (
+	"net/http/httptest"
+
+	"github.com/faasvm/appliance/guest/protocol"
+
 	"strings"
 	"testing"
 )
@@ -83,7 +87,7 @@ func TestCappedBuffer(t *testing.T) {
 	}
 }
 
-func TestMergeAndRequestEnv(t *testing.T) {
+func TestMergeEnv(t *testing.T) {
 	got := mergeEnv([]string{"A=1", "PATH=/bin", "B=2"}, map[string]string{"PATH": "/opt/bin", "C": "3"})
 	want := []string{"A=1", "B=2", "C=3", "PATH=/opt/bin"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
@@ -91,5 +95,64 @@ func TestMergeAndRequestEnv(t *testing.T) {
 	}
 	if got := lookupEnv(append(got, "PATH=/last"), "PATH"); got != "/last" {
 		t.Errorf("lookupEnv: got %q, want the last PATH /last", got)
+	}
+}
+
+// lastValues resolves an environment as exec does: the last value wins.
+func lastValues(env []string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}
+
+func TestRequestEnv(t *testing.T) {
+	tests := []struct {
+		name    string
+		target  string
+		headers map[string]string
+		want    map[string]string
+		absent  []string
+	}{
+		{
+			name:    "request and headers",
+			target:  "/a/b?x=1&y=2",
+			headers: map[string]string{"X-Request-Id": "r1", "Content-Type": "text/plain"},
+			want: map[string]string{"Http_Method": "POST", "Http_Path": "/a/b", "Http_Query": "x=1&y=2",
+				"Http_ContentLength": "4", "Http_X_Request_Id": "r1", "Http_Content_Type": "text/plain"},
+		},
+		{
+			name:    "headers cannot override the request's own variables",
+			target:  "/public",
+			headers: map[string]string{"Method": "DELETE", "Path": "/admin", "Query": "evil=1", "Contentlength": "9"},
+			want:    map[string]string{"Http_Method": "POST", "Http_Path": "/public", "Http_Query": "", "Http_ContentLength": "4"},
+		},
+		{
+			name:    "the secret is not passed on",
+			target:  "/",
+			headers: map[string]string{protocol.SecretHeader: "s3cret"},
+			absent:  []string{"Http_X_Faas_Secret"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", tt.target, nil)
+			for k, v := range tt.headers {
+				r.Header.Set(k, v)
+			}
+			got := lastValues(requestEnv([]string{"PATH=/bin"}, r, 4))
+			for k, v := range tt.want {
+				if got[k] != v {
+					t.Errorf("%s: got %q, want %q", k, got[k], v)
+				}
+			}
+			for _, k := range tt.absent {
+				if _, ok := got[k]; ok {
+					t.Errorf("%s is in the environment, want it absent", k)
+				}
+			}
+		})
 	}
 }

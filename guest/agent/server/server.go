@@ -196,9 +196,6 @@ func (s *Server) Start(ctx context.Context) {
 	s.handler.start(ctx)
 }
 
-// Status reports the handler's health.
-func (s *Server) Status() Status { return s.handler.status() }
-
 // Stop ends the handler's processes, forcing them after the stop grace; ctx
 // bounds the wait.
 func (s *Server) Stop(ctx context.Context) error {
