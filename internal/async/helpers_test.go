@@ -153,11 +153,11 @@ func (r *fakeRecorder) inc(m map[string]int, fn string) {
 	defer r.mu.Unlock()
 	m[fn]++
 }
-func (r *fakeRecorder) AsyncSubmitted(fn string)       { r.inc(r.submitted, fn) }
-func (r *fakeRecorder) AsyncProcessed(fn string)       { r.inc(r.processed, fn) }
-func (r *fakeRecorder) AsyncRetried(fn string)         { r.inc(r.retried, fn) }
-func (r *fakeRecorder) AsyncDeadLettered(fn string)    { r.inc(r.deadLt, fn) }
-func (r *fakeRecorder) AsyncQueue(string, int, int)    {}
+func (r *fakeRecorder) AsyncSubmitted(fn string)    { r.inc(r.submitted, fn) }
+func (r *fakeRecorder) AsyncProcessed(fn string)    { r.inc(r.processed, fn) }
+func (r *fakeRecorder) AsyncRetried(fn string)      { r.inc(r.retried, fn) }
+func (r *fakeRecorder) AsyncDeadLettered(fn string) { r.inc(r.deadLt, fn) }
+func (r *fakeRecorder) AsyncQueue(string, int, int) {}
 func (r *fakeRecorder) get(m map[string]int, fn string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
