@@ -1,6 +1,6 @@
 // Package appliance assembles the appliance from its configuration, in one
-// readable order: images → engine → metrics → controller → gateway, and
-// the watcher that feeds the controller. cmd/appliance runs it; tools such
+// readable order: images → engine → metrics → controller → async queue →
+// gateway, and the watcher that feeds the controller. cmd/appliance runs it; tools such
 // as the load test build the same thing in-process.
 package appliance
 
@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/faasvm/appliance/internal/async"
 	"github.com/faasvm/appliance/internal/config"
 	"github.com/faasvm/appliance/internal/controller"
 	"github.com/faasvm/appliance/internal/function"
@@ -25,6 +26,7 @@ import (
 type Appliance struct {
 	Controller *controller.Controller
 	Gateway    *gateway.Gateway
+	Queue      *async.Queue
 	cfg        *config.Config
 	log        *slog.Logger
 }
@@ -76,9 +78,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 		Logger:     log,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
 
+	queue, err := openQueue(ctx, cfg, mets, log)
+	if err != nil {
+		_ = ctrl.Close(ctx)
+		return nil, err
+	}
+
 	gw := gateway.New(gateway.Options{
 		BootWait: cfg.BootWait, InvokeTimeout: cfg.InvokeTimeout, MaxBody: int64(cfg.MaxBody),
-		APIToken: cfg.APIToken, ShutdownTimeout: cfg.ShutdownTimeout, Observer: mets,
+		APIToken: cfg.APIToken, ShutdownTimeout: cfg.ShutdownTimeout, Observer: mets, Queue: queue,
 	}, ctrl, log)
 	// Behind the API token when one is set: it names every function.
 	gw.MountAPI("/metrics", promhttp.HandlerFor(mets.Registry(), promhttp.HandlerOpts{
@@ -86,11 +94,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	}))
 	// The dashboard page is public: the /api data it polls keeps the token.
 	gw.Mount(ui.MountPattern, ui.Handler())
-	return &Appliance{Controller: ctrl, Gateway: gw, cfg: cfg, log: log}, nil
+	return &Appliance{Controller: ctrl, Gateway: gw, Queue: queue, cfg: cfg, log: log}, nil
 }
 
 // Watch deploys every function folder now and every change from then on,
-// until ctx ends.
+// until ctx ends, and starts delivering queued asynchronous calls.
 func (a *Appliance) Watch(ctx context.Context) error {
 	w, err := watch.New(a.cfg.FunctionsDir, a.cfg.Debounce, a.log)
 	if err != nil {
@@ -103,6 +111,12 @@ func (a *Appliance) Watch(ctx context.Context) error {
 	}
 	for _, n := range names {
 		a.Controller.Sync(n)
+	}
+	// Every function is known to the controller now: queued calls
+	// (from before a restart too) may be delivered.
+	if err := a.StartQueue(ctx); err != nil {
+		w.Close()
+		return err
 	}
 	go func() {
 		for n := range w.Events() {
@@ -117,10 +131,25 @@ func (a *Appliance) Watch(ctx context.Context) error {
 	return nil
 }
 
-// Close stops every VM, bounded by the shutdown timeout.
+// StartQueue delivers asynchronous calls through the gateway's own
+// routes, so they take the synchronous path. Watch calls it once the
+// functions are known.
+func (a *Appliance) StartQueue(ctx context.Context) error {
+	if err := a.Queue.Start(ctx, a.Gateway.Handler(), a.Controller); err != nil {
+		return fmt.Errorf("starting the async workers: %w", err)
+	}
+	return nil
+}
+
+// Close stops the async workers (running calls get half the shutdown
+// timeout; the rest run again after a restart), then every VM, bounded by
+// the shutdown timeout.
 func (a *Appliance) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
+	if err := a.Queue.Close(ctx); err != nil {
+		a.log.Warn("stopping the async queue", "err", err)
+	}
 	if err := a.Controller.Close(ctx); err != nil {
 		return fmt.Errorf("stopping VMs: %w", err)
 	}

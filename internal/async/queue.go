@@ -44,8 +44,6 @@ const (
 	deadSubject   = "faas.dead."
 	resultsBucket = "faas_calls"
 	consumerPref  = "calls-"
-	// QueueName is the queue's name in metrics (OpenFaaS's queue_name).
-	QueueName = "faas-calls"
 )
 
 // Errors the gateway maps to HTTP statuses.

@@ -114,6 +114,9 @@ type Config struct {
 	Queue int
 	// TargetUtilization is the busy fraction of slots that triggers a scale-up.
 	TargetUtilization float64
+
+	// Asynchronous calls (async.go).
+	AsyncConfig
 }
 
 // Setting describes one setting, for documentation.
@@ -171,7 +174,7 @@ func settings() []setting {
 			return ""
 		}
 	}
-	return []setting{
+	return append([]setting{
 		{key: "listen", def: ":8080", typ: "string", help: "host:port the gateway listens on",
 			field: func(c *Config) any { return &c.Listen }, check: checkListen},
 		{key: "functions_dir", def: "./functions", typ: "string", help: "folder with one sub-folder per function",
@@ -246,7 +249,7 @@ func settings() []setting {
 				}
 				return ""
 			}},
-	}
+	}, asyncSettings()...)
 }
 
 // Settings lists every setting with its names, default and meaning.

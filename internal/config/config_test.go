@@ -43,6 +43,13 @@ func defaults() Config {
 		Concurrency:       8,
 		Queue:             64,
 		TargetUtilization: 0.7,
+		AsyncConfig: AsyncConfig{
+			AsyncMaxRetries:   3,
+			AsyncRetryBackoff: time.Second,
+			AsyncResultTTL:    24 * time.Hour,
+			AsyncResultBytes:  4 << 10,
+			AsyncMaxBytes:     1 << 30,
+		},
 	}
 }
 
@@ -132,13 +139,18 @@ api_token: from-file
 			"FAAS_SHUTDOWN_TIMEOUT": "4s", "FAAS_IDLE_TIMEOUT": "5s", "FAAS_MAX_BODY": "1MB", "FAAS_DEFAULT_MEMORY": "1GiB",
 			"FAAS_DEFAULT_CPUS": "4", "FAAS_MIN_REPLICAS": "0", "FAAS_MAX_REPLICAS": "5", "FAAS_CONCURRENCY": "6",
 			"FAAS_QUEUE": "0", "FAAS_TARGET_UTILIZATION": "1",
+			"FAAS_NATS_URL": "nats://n:4222", "FAAS_ASYNC_MAX_RETRIES": "1", "FAAS_ASYNC_RETRY_BACKOFF": "6s",
+			"FAAS_ASYNC_RESULT_TTL": "7s", "FAAS_ASYNC_RESULT_BYTES": "8KB", "FAAS_ASYNC_MAX_BYTES": "9MB",
+			"FAAS_CALLBACK_HOSTS": "h.example",
 		}, want: func(c *Config) {
 			*c = Config{Listen: "127.0.0.1:1", FunctionsDir: "/f", StateDir: "/s", KernelDir: "/k", AgentBin: "/a",
 				RuntimesDir: "/r", VMTemplate: "/t.yml", QEMUBin: "/q", Engine: "ignite", Accel: "kvm",
 				LogLevel: slog.LevelError, APIToken: "tok", Egress: true, InvokeTimeout: time.Second,
 				BootWait: 2 * time.Second, Debounce: 3 * time.Second, ShutdownTimeout: 4 * time.Second,
 				IdleTimeout: 5 * time.Second, MaxBody: MiB, DefaultMemory: GiB, DefaultCPUs: 4, MinReplicas: 0,
-				MaxReplicas: 5, Concurrency: 6, Queue: 0, TargetUtilization: 1}
+				MaxReplicas: 5, Concurrency: 6, Queue: 0, TargetUtilization: 1,
+				AsyncConfig: AsyncConfig{NATSURL: "nats://n:4222", AsyncMaxRetries: 1, AsyncRetryBackoff: 6 * time.Second,
+					AsyncResultTTL: 7 * time.Second, AsyncResultBytes: 8 * KiB, AsyncMaxBytes: 9 * MiB, CallbackHosts: "h.example"}}
 		}},
 		{name: "every flag name", args: []string{
 			"--listen=[::1]:2", "--functions-dir=/f", "--state-dir=/s", "--kernel-dir=/k", "--agent-bin=/a",
@@ -146,14 +158,18 @@ api_token: from-file
 			"--log-level=warn", "--api-token=tok", "--egress", "--invoke-timeout=1s", "--boot-wait=2s",
 			"--debounce=3s", "--shutdown-timeout=4s", "--idle-timeout=5s", "--max-body=1024", "--default-memory=64MB",
 			"--default-cpus=2", "--min-replicas=2", "--max-replicas=3", "--concurrency=1", "--queue=7",
-			"--target-utilization=0.25",
+			"--target-utilization=0.25", "--nats-listen=127.0.0.1:0", "--async-max-retries=2",
+			"--async-retry-backoff=3s", "--async-result-ttl=4s", "--async-result-bytes=5KB", "--async-max-bytes=6MB",
+			"--callback-hosts=127.0.0.1",
 		}, want: func(c *Config) {
 			*c = Config{Listen: "[::1]:2", FunctionsDir: "/f", StateDir: "/s", KernelDir: "/k", AgentBin: "/a",
 				RuntimesDir: "/r", VMTemplate: "/t.yml", QEMUBin: "/q", Engine: "qemu", Accel: "tcg",
 				LogLevel: slog.LevelWarn, APIToken: "tok", Egress: true, InvokeTimeout: time.Second,
 				BootWait: 2 * time.Second, Debounce: 3 * time.Second, ShutdownTimeout: 4 * time.Second,
 				IdleTimeout: 5 * time.Second, MaxBody: KiB, DefaultMemory: 64 * MiB, DefaultCPUs: 2, MinReplicas: 2,
-				MaxReplicas: 3, Concurrency: 1, Queue: 7, TargetUtilization: 0.25}
+				MaxReplicas: 3, Concurrency: 1, Queue: 7, TargetUtilization: 0.25,
+				AsyncConfig: AsyncConfig{NATSListen: "127.0.0.1:0", AsyncMaxRetries: 2, AsyncRetryBackoff: 3 * time.Second,
+					AsyncResultTTL: 4 * time.Second, AsyncResultBytes: 5 * KiB, AsyncMaxBytes: 6 * MiB, CallbackHosts: "127.0.0.1"}}
 		}},
 	}
 	for _, tt := range tests {
@@ -380,6 +396,8 @@ func TestSettingsNames(t *testing.T) {
 		"FAAS_API_TOKEN", "FAAS_EGRESS", "FAAS_INVOKE_TIMEOUT", "FAAS_BOOT_WAIT", "FAAS_DEBOUNCE",
 		"FAAS_SHUTDOWN_TIMEOUT", "FAAS_IDLE_TIMEOUT", "FAAS_MAX_BODY", "FAAS_DEFAULT_MEMORY", "FAAS_DEFAULT_CPUS",
 		"FAAS_MIN_REPLICAS", "FAAS_MAX_REPLICAS", "FAAS_CONCURRENCY", "FAAS_QUEUE", "FAAS_TARGET_UTILIZATION",
+		"FAAS_NATS_URL", "FAAS_NATS_LISTEN", "FAAS_ASYNC_MAX_RETRIES", "FAAS_ASYNC_RETRY_BACKOFF", "FAAS_ASYNC_RESULT_TTL",
+		"FAAS_ASYNC_RESULT_BYTES", "FAAS_ASYNC_MAX_BYTES", "FAAS_CALLBACK_HOSTS",
 	}
 	var got []string
 	usage := Usage()

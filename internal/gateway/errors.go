@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/faasvm/appliance/internal/async"
 	"github.com/faasvm/appliance/internal/config"
 	"github.com/faasvm/appliance/internal/controller"
 )
@@ -60,6 +61,15 @@ func describe(err error) (status int, message, retryAfter string) {
 		return http.StatusBadRequest, err.Error(), ""
 	case errors.Is(err, errUnauthorized):
 		return http.StatusUnauthorized, err.Error(), ""
+	case errors.Is(err, async.ErrCallNotFound):
+		return http.StatusNotFound, err.Error(), ""
+	case errors.Is(err, async.ErrCallbackRefused):
+		return http.StatusBadRequest, err.Error(), ""
+	case errors.Is(err, async.ErrQueueFull):
+		return http.StatusTooManyRequests, err.Error(), "5"
+	case errors.Is(err, async.ErrUnavailable):
+		// The cause may name the NATS server's address: log only.
+		return http.StatusServiceUnavailable, async.ErrUnavailable.Error(), "5"
 	case errors.As(err, &httpErr):
 		msg, ok := httpErr.Message.(string)
 		if !ok {

@@ -54,6 +54,9 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Observer records every invocation (nil: none).
 	Observer Observer
+	// Queue takes asynchronous calls: /async-function/<name> and /invoke
+	// with "Prefer: respond-async" (nil: they answer 503).
+	Queue Queue
 }
 
 // Observer records invocations, e.g. as Prometheus metrics. It gets every
@@ -128,14 +131,18 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	e.Use(g.accessLog, g.recoverPanic)
 
 	e.GET("/healthz", g.healthz)
-	e.Any("/invoke/:name", g.invoke)
-	e.Any("/invoke/:name/*", g.invoke)
+	e.Any("/invoke/:name", g.invoke, g.preferAsync)
+	e.Any("/invoke/:name/*", g.invoke, g.preferAsync)
+	e.Any("/async-function/:name", g.invokeAsync)
+	e.Any("/async-function/:name/*", g.invokeAsync)
 	// The token guards each route rather than the group: a group middleware
 	// makes echo answer 404 where 405 is right.
 	api := e.Group("/api")
 	api.GET("/functions", g.listFunctions, g.requireToken)
 	api.GET("/functions/:name", g.getFunction, g.requireToken)
 	api.GET("/functions/:name/logs", g.functionLogs, g.requireToken)
+	api.GET("/calls/:id", g.getCall, g.requireToken)
+	api.GET("/queue", g.queueStats, g.requireToken)
 	g.echo = e
 	return g
 }

@@ -15,6 +15,8 @@
 //	faasvm_cold_starts_total{function_name}   counter (requests that waited for a boot)
 //	faasvm_queue_depth{function_name}         gauge (requests waiting for a slot)
 //
+// and the asynchronous queue's (async.go).
+//
 // function_name is the folder's name (OpenFaaS appends a namespace such as
 // ".openfaas-fn"; there is none here).
 //
@@ -50,6 +52,7 @@ type Metrics struct {
 	boot     *prometheus.HistogramVec
 	cold     *prometheus.CounterVec
 	queue    *prometheus.GaugeVec
+	async    *asyncMetrics // see async.go
 
 	mu    sync.Mutex
 	known map[string]bool // functions with series; see the package comment
@@ -96,12 +99,14 @@ func New() *Metrics {
 			Help: "Requests waiting for a free concurrency slot of the function.",
 		}, []string{labelFunction}),
 		known: map[string]bool{},
+		async: newAsyncMetrics(),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.started, m.total, m.seconds, m.replicas, m.boot, m.cold, m.queue,
 	)
+	m.reg.MustRegister(m.async.collectors()...)
 	return m
 }
 
@@ -144,6 +149,7 @@ func (m *Metrics) FunctionState(function string, ready, queued int) {
 		// the first invocation.
 		m.started.WithLabelValues(function)
 		m.cold.WithLabelValues(function)
+		m.async.known(function)
 	}
 	m.replicas.WithLabelValues(function).Set(float64(ready))
 	m.queue.WithLabelValues(function).Set(float64(queued))
@@ -173,9 +179,9 @@ func (m *Metrics) Forget(function string) {
 	defer m.mu.Unlock()
 	delete(m.known, function)
 	l := prometheus.Labels{labelFunction: function}
-	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+	for _, v := range append([]interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.started, m.total, m.seconds, m.replicas, m.boot, m.cold, m.queue,
-	} {
+	}, m.async.vecs()...) {
 		v.DeletePartialMatch(l)
 	}
 }
