@@ -21,7 +21,7 @@ const asyncQueueName = "faas-calls"
 
 // asyncMetrics are the queue's series.
 type asyncMetrics struct {
-	queueName                                   string
+	queueName                                  string
 	submitted, processed, retries, deadLetters *prometheus.CounterVec
 	pending, inflight                          *prometheus.GaugeVec
 }
