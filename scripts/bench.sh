@@ -2,10 +2,14 @@
 # Benchmarks of real microVMs, loopback only: boot-to-ready (median of 7
 # boots) and the idle RSS of one VM's qemu process; warm request latency,
 # exec vs http mode; folder copy to first 200 through the appliance (median
-# of 5). Prepares what it needs like `make test` (scripts/prepare.sh).
+# of 5); asynchronous calls accepted per second and completed per second
+# (scripts/bench-async). Prepares what it needs like `make test`
+# (scripts/prepare.sh). Boots VMs: run it as `flock /tmp/faas-vm.lock make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prepare.sh >/dev/null
 go test -run '^$' -bench 'BenchmarkBoot' -benchtime 7x ./internal/vm/qemu
 go test -run '^$' -bench 'BenchmarkWarm' -benchtime 50x ./internal/vm/qemu
 go test -run '^$' -bench 'BenchmarkFolderToFirst200' -benchtime 5x ./cmd/appliance
+# Asynchronous calls: accepted/s at the gateway, completions/s end to end.
+go run ./scripts/bench-async

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -57,6 +58,7 @@ func startEmbedded(ctx context.Context, storeDir, listen string, maxPayload int3
 		return nil, fmt.Errorf("configuring the embedded nats server: %w", err)
 	}
 	srv.SetLoggerV2(natsLogger{log.With("component", "nats")}, false, false, false)
+	log = log.With("component", "async")
 	go srv.Start()
 	// Recovering a large store takes a while; honour ctx meanwhile.
 	deadline := time.Now().Add(2 * time.Minute)
@@ -82,7 +84,14 @@ func (e *embedded) close() {
 type natsLogger struct{ log *slog.Logger }
 
 func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Warnf(format string, v ...any) {
+	if strings.HasPrefix(format, "Maximum payloads over") {
+		// The message limit follows max_body, which may be large on purpose.
+		l.log.Info(fmt.Sprintf(format, v...))
+		return
+	}
+	l.log.Warn(fmt.Sprintf(format, v...))
+}
 func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }

@@ -226,7 +226,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 	}
 	var err error
 	if opts.URL == "" {
-		if q.emb, err = startEmbedded(ctx, opts.StoreDir, opts.Listen, int32(payload), q.log); err != nil {
+		if q.emb, err = startEmbedded(ctx, opts.StoreDir, opts.Listen, int32(payload), opts.Logger); err != nil {
 			return nil, err
 		}
 		q.nc, err = nats.Connect("", append(natsOpts, nats.InProcessServer(q.emb.srv))...)
