@@ -56,9 +56,10 @@ func TestCallKeepsTheRequest(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", c.what, c.got, c.want)
 		}
 	}
-	if rec.get(rec.submitted, "echo") != 1 || rec.get(rec.processed, "echo") != 1 {
-		t.Errorf("metrics: submitted %d processed %d, want 1 and 1", rec.get(rec.submitted, "echo"), rec.get(rec.processed, "echo"))
-	}
+	// Counted once acknowledged, just after the result is recorded.
+	eventually(t, "one call submitted and processed", func() bool {
+		return rec.get(rec.submitted, "echo") == 1 && rec.get(rec.processed, "echo") == 1
+	})
 }
 
 func TestOutcomes(t *testing.T) {
@@ -129,6 +130,7 @@ func TestOutcomes(t *testing.T) {
 		}
 	})
 	t.Run("counters", func(t *testing.T) {
+		eventually(t, "the dead letter counted", func() bool { return rec.get(rec.deadLt, "always") == 1 })
 		if got := rec.get(rec.retried, "flaky"); got != 2 {
 			t.Errorf("flaky retries: got %d, want 2", got)
 		}
