@@ -235,7 +235,7 @@ func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(c.life, c.opts.HealthTimeout)
-		err := c.opts.Prober.Probe(ctx, m.Endpoint(), in.secret)
+		err := c.opts.Prober.Probe(ctx, m.ControlEndpoint(), in.control)
 		cancel()
 		if err == nil {
 			failures = 0

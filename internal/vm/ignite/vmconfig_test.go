@@ -123,7 +123,7 @@ func goldenSpec(v *api.VM) *vm.Spec {
 		VM:   v,
 		Code: goldenCode,
 		Agent: protocol.Config{
-			Name: v.Name, Secret: "s3cret", Mode: protocol.ModeExec, Command: []string{"python3", "handler.py"},
+			Name: v.Name, Secret: "s3cret", ControlSecret: "c0ntrol", Mode: protocol.ModeExec, Command: []string{"python3", "handler.py"},
 			Timeout: protocol.Duration(30 * time.Second),
 		},
 	}
@@ -347,7 +347,7 @@ func TestKernelCmdLine(t *testing.T) {
 
 func TestAgentConfig(t *testing.T) {
 	c := protocol.Config{
-		Name: "hello", Secret: "s3cret", Mode: protocol.ModeHTTP, Runtime: "python3", Handler: "handler.py",
+		Name: "hello", Secret: "s3cret", ControlSecret: "c0ntrol", Mode: protocol.ModeHTTP, Runtime: "python3", Handler: "handler.py",
 		Timeout: protocol.Duration(5 * time.Second),
 		Network: protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway, DNS: protocol.GuestDNS},
 	}

@@ -115,7 +115,8 @@ func (h *harness) spec(tb testing.TB, fc fnCase, egress bool) *vm.Spec {
 	return &vm.Spec{
 		VM: v, Kernel: h.assets.Kernel, Initrd: h.assets.Initrd, RootFS: rootfs, Code: code, Egress: egress,
 		Agent: protocol.Config{
-			Name: fc.name, Secret: "s3cret-" + fc.name, Mode: fc.mode, Runtime: fc.runtime, Handler: fc.handler,
+			Name: fc.name, Secret: "s3cret-" + fc.name, ControlSecret: "c0ntrol-" + fc.name,
+			Mode: fc.mode, Runtime: fc.runtime, Handler: fc.handler,
 			Command: fc.command, Timeout: protocol.Duration(3 * time.Second),
 			Network: protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway},
 		},
@@ -142,12 +143,19 @@ type reply struct {
 
 func call(tb testing.TB, m vm.Machine, secret, method, target, body string, hdr map[string]string) reply {
 	tb.Helper()
-	req, err := http.NewRequest(method, "http://"+m.Endpoint()+target, strings.NewReader(body))
+	return callAt(tb, m.Endpoint(), protocol.SecretHeader, secret, method, target, body, hdr)
+}
+
+// callAt sends one request to endpoint with secret in header (none when
+// secret is empty).
+func callAt(tb testing.TB, endpoint, header, secret, method, target, body string, hdr map[string]string) reply {
+	tb.Helper()
+	req, err := http.NewRequest(method, "http://"+endpoint+target, strings.NewReader(body))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	if secret != "" {
-		req.Header.Set(protocol.SecretHeader, secret)
+		req.Header.Set(header, secret)
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
@@ -229,7 +237,7 @@ func TestRealVMs(t *testing.T) {
 		{name: "non-zero exit gives 500 with stderr", secret: secret, target: "/?fail=1", wantStatus: http.StatusInternalServerError, wantBody: "boom: the handler failed on purpose"},
 		{name: "past the timeout gives 504", secret: secret, target: "/?sleep=20", wantStatus: http.StatusGatewayTimeout, wantBody: "error"},
 		{name: "the next request is served", secret: secret, target: "/after?x=1", wantStatus: http.StatusOK, wantBody: "path=/after"},
-		{name: "health", secret: secret, target: protocol.HealthPath, wantStatus: http.StatusOK, wantBody: "ready"},
+		{name: "the old health path is the function's", secret: secret, target: "/_/health", wantStatus: http.StatusOK, wantBody: "path=/_/health"},
 	}
 	t.Run("exec errors", func(t *testing.T) {
 		for _, tt := range tests {
@@ -239,6 +247,50 @@ func TestRealVMs(t *testing.T) {
 					t.Errorf("got %d %q, want %d containing %q", r.status, r.body, tt.wantStatus, tt.wantBody)
 				}
 			})
+		}
+	})
+
+	t.Run("control listener", func(t *testing.T) {
+		r := callAt(t, exec.ControlEndpoint(), protocol.ControlHeader, "c0ntrol-py-exec", "GET", protocol.HealthPath, "", nil)
+		if r.status != http.StatusOK || !strings.Contains(r.body, "ready") {
+			t.Errorf("health on the control endpoint: got %d %q, want 200 ready", r.status, r.body)
+		}
+		for _, c := range []struct{ name, header, secret string }{
+			{"the data secret", protocol.ControlHeader, secret},
+			{"the data header", protocol.SecretHeader, "c0ntrol-py-exec"},
+		} {
+			if r := callAt(t, exec.ControlEndpoint(), c.header, c.secret, "GET", protocol.HealthPath, "", nil); r.status != http.StatusForbidden {
+				t.Errorf("control endpoint with %s: got %d %q, want 403", c.name, r.status, r.body)
+			}
+		}
+		if r := call(t, exec, secret, "GET", protocol.HealthPath, "", nil); r.status != http.StatusOK || !strings.Contains(r.body, "path=/health") {
+			t.Errorf("/health on the data endpoint: got %d %q, want the function's answer", r.status, r.body)
+		}
+	})
+
+	t.Run("qemu runs deprivileged", func(t *testing.T) {
+		pids := vmtest.ProcessesWith(filepath.Dir(exec.ConsoleLog()))
+		if len(pids) != 1 {
+			t.Fatalf("processes of the vm: got %v, want one QEMU", pids)
+		}
+		uid, gid, groups, seccomp := vmtest.ProcessCredentials(t, pids[0])
+		if uid < qemu.DefaultUIDBase || uid >= qemu.DefaultUIDBase+qemu.DefaultUIDCount || gid != uid || len(groups) != 0 {
+			t.Errorf("QEMU's credentials: got uid %d gid %d groups %v, want a VM uid from %d, the same gid, no groups", uid, gid, groups, qemu.DefaultUIDBase)
+		}
+		if seccomp != 2 {
+			t.Errorf("QEMU's seccomp mode: got %d, want 2 (filter: -sandbox on)", seccomp)
+		}
+		seen := map[int]bool{uid: true}
+		for _, m := range machines[1:] {
+			ps := vmtest.ProcessesWith(filepath.Dir(m.ConsoleLog()))
+			if len(ps) != 1 {
+				t.Fatalf("processes of vm %s: got %v, want one", m.ID(), ps)
+			}
+			u, _, _, _ := vmtest.ProcessCredentials(t, ps[0])
+			if seen[u] {
+				t.Errorf("two running VMs share uid %d", u)
+			}
+			seen[u] = true
 		}
 	})
 
@@ -259,11 +311,13 @@ func TestRealVMs(t *testing.T) {
 		}()
 		_, hostPort, _ := net.SplitHostPort(ln.Addr().String())
 		_, otherPort, _ := net.SplitHostPort(machines[1].Endpoint())
-		r := call(t, exec, secret, "GET", "/?probe="+hostPort+","+otherPort, "", nil)
+		_, otherControl, _ := net.SplitHostPort(machines[1].ControlEndpoint())
+		_, ownControl, _ := net.SplitHostPort(exec.ControlEndpoint())
+		r := call(t, exec, secret, "GET", "/?probe="+hostPort+","+otherPort+","+otherControl+","+ownControl, "", nil)
 		if r.status != http.StatusOK {
 			t.Fatalf("probe: got %d %q", r.status, r.body)
 		}
-		for _, port := range []string{hostPort, otherPort} {
+		for _, port := range []string{hostPort, otherPort, otherControl, ownControl} {
 			if !strings.Contains(r.body, port+":closed") {
 				t.Errorf("port %s reachable from the guest: %q", port, r.body)
 			}
