@@ -48,9 +48,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	if err != nil {
 		return nil, fmt.Errorf("guest kernel (FAAS_KERNEL_DIR; scripts/fetch-kernel.sh makes one): %w", err)
 	}
-	docker, err := image.DialDocker(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("docker engine (runtime images are built through it): %w", err)
+	// Without a Docker engine (its socket not mounted) the runtimes boot the
+	// root filesystems an earlier run made; nothing new can be built.
+	var docker image.Docker
+	if cli, err := image.DialDocker(ctx); err != nil {
+		log.Warn("no docker engine: functions run only the runtime root filesystems made earlier, and images named by image: cannot be read",
+			"err", err)
+	} else {
+		docker = cli
 	}
 	cache, err := image.New(image.Config{Dir: image.CacheDir(cfg.StateDir), Docker: docker, Logger: log})
 	if err != nil {
