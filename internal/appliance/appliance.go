@@ -65,11 +65,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	}
 	ctrl := controller.New(controller.Options{
 		FunctionsDir: cfg.FunctionsDir, Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
-		Defaults: function.Defaults{
-			Timeout: cfg.InvokeTimeout, Memory: defaultMemory(cfg.DefaultMemory), CPUs: cfg.DefaultCPUs, Egress: cfg.Egress,
-			MinReplicas: cfg.MinReplicas, MaxReplicas: cfg.MaxReplicas, Concurrency: cfg.Concurrency,
-			IdleTimeout: cfg.IdleTimeout, TargetUtilization: cfg.TargetUtilization, MaxSize: image.DefaultCodeSizeLimit,
-		},
+		Defaults:   FunctionDefaults(cfg),
 		EngineNote: engineNote,
 		QueueSize:  cfg.Queue,
 		Metrics:    mets,
