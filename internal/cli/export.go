@@ -60,7 +60,7 @@ type exportFlags struct {
 	runtimes     string
 }
 
-func parseExportFlags(args []string, stderr io.Writer) (*exportFlags, []string, error) {
+func parseExportFlags(args []string, stdout io.Writer) (*exportFlags, []string, error) {
 	f := &exportFlags{}
 	fs := pflag.NewFlagSet("faasvm export", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -80,7 +80,7 @@ func parseExportFlags(args []string, stderr io.Writer) (*exportFlags, []string, 
 	fs.StringVar(&f.runtimes, "runtimes", "", "runtime Dockerfiles (default: the config's runtimes_dir, FAAS_RUNTIMES_DIR)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprint(stderr, exportUsage+fs.FlagUsages())
+			fmt.Fprint(stdout, exportUsage+fs.FlagUsages())
 			return nil, nil, errHelp
 		}
 		return nil, nil, usagef("%v", err)
@@ -99,7 +99,7 @@ func parseExportFlags(args []string, stderr io.Writer) (*exportFlags, []string, 
 }
 
 func runExport(ctx context.Context, env *Env, args []string) error {
-	f, rest, err := parseExportFlags(args, env.Stderr)
+	f, rest, err := parseExportFlags(args, env.Stdout)
 	if err != nil {
 		return err
 	}
