@@ -195,7 +195,7 @@ func report(env *Env, f *exportFlags, results []*export.Result, skipped []export
 	var (
 		docs []byte
 		rep  = struct {
-			Exported []jsonResult    `json:"exported"`
+			Exported []jsonResult     `json:"exported"`
 			Skipped  []export.Skipped `json:"skipped"`
 		}{Exported: []jsonResult{}, Skipped: skipped}
 	)

@@ -48,14 +48,14 @@ const (
 // imageLabels are the labels of the function's image.
 func imageLabels(s *function.Spec) map[string]string {
 	return map[string]string{
-		LabelFunction:                     s.Name,
-		LabelVersion:                      s.Version(),
-		LabelDigest:                       s.Digest,
-		LabelMode:                         s.Mode,
-		LabelRuntime:                      s.Runtime,
-		LabelPort:                         strconv.Itoa(DataPort),
-		LabelHealthPort:                   strconv.Itoa(ControlPort),
-		LabelHealthPath:                   HealthPath,
+		LabelFunction:                      s.Name,
+		LabelVersion:                       s.Version(),
+		LabelDigest:                        s.Digest,
+		LabelMode:                          s.Mode,
+		LabelRuntime:                       s.Runtime,
+		LabelPort:                          strconv.Itoa(DataPort),
+		LabelHealthPort:                    strconv.Itoa(ControlPort),
+		LabelHealthPath:                    HealthPath,
 		"org.opencontainers.image.title":   s.Name,
 		"org.opencontainers.image.version": s.Version(),
 	}

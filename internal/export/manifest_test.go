@@ -45,7 +45,9 @@ func shipped(name string) func(testing.TB) string {
 	return func(testing.TB) string { return filepath.Join(repoRoot, "functions", name) }
 }
 
-func seed(testing.TB) string { return filepath.Join(repoRoot, "internal", "function", "testdata", "seed") }
+func seed(testing.TB) string {
+	return filepath.Join(repoRoot, "internal", "function", "testdata", "seed")
+}
 
 // goldenCases are the manifests golden-tested and validated: every shipped
 // example and the seed demo's folder, both kinds, plus a function with
