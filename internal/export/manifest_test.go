@@ -141,7 +141,7 @@ func TestManifestSettings(t *testing.T) {
 		{"secrets mount", c.VolumeMounts[0].MountPath, SecretsDir},
 		{"secret sources", len(svc.Spec.Template.Spec.Volumes[0].Projected.Sources), 2},
 		{"secret file", svc.Spec.Template.Spec.Volumes[0].Projected.Sources[1].Secret.Items[0].Path, "api-key"},
-		{"secret mode", svc.Spec.Template.Spec.Volumes[0].Projected.DefaultMode, 0o400},
+		{"secret mode", svc.Spec.Template.Spec.Volumes[0].Projected.DefaultMode, 0o444},
 		{"warnings", len(warnings), 1},
 	}
 	for _, ch := range checks {

@@ -95,13 +95,17 @@ func functionContainer(s *function.Spec, image string) container {
 const secretsVolume = "faasvm-secrets"
 
 // secretVolumes projects each secret named in the spec, key <name> of the
-// Kubernetes Secret <name>, as the file SecretsDir/<name>, readable by the
-// function's user only. Values never appear in a manifest.
+// Kubernetes Secret <name>, as the file SecretsDir/<name>. Values never
+// appear in a manifest. The kubelet makes the files root's, so they are
+// readable by all (0444): the function's user is not root, and only the
+// function's container mounts the volume (not Knative's queue-proxy), so
+// no one else sees them. Owner-only files would need a pod fsGroup, which
+// Knative accepts only with its kubernetes.podspec-securitycontext flag.
 func secretVolumes(s *function.Spec) []volume {
 	if len(s.Secrets) == 0 {
 		return nil
 	}
-	p := &projectedVolume{DefaultMode: 0o400}
+	p := &projectedVolume{DefaultMode: 0o444}
 	for _, name := range s.Secrets {
 		p.Sources = append(p.Sources, volumeProjection{Secret: &secretProjection{
 			Name: name, Items: []keyToPath{{Key: name, Path: name}},
