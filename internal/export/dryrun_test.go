@@ -302,7 +302,7 @@ func TestDryRunApply(t *testing.T) {
 	}{
 		{"unknown field in a Knative Service", bytes.Replace(golden, []byte("containerConcurrency:"), []byte("containerConcurency:"), 1), "containerConcurency: field not declared in schema"},
 		{"containerConcurrency out of the CRD's type", bytes.Replace(golden, []byte("containerConcurrency: 8"), []byte("containerConcurrency: lots"), 1), "containerConcurrency"},
-		{"negative replicas", bytes.Replace(deployment, []byte("replicas: 1"), []byte("replicas: -1"), 1), "replicas"},
+		{"a rollout that can never progress", bytes.Replace(deployment, []byte("maxSurge: 1"), []byte("maxSurge: 0"), 1), "may not be 0 when `maxSurge` is 0"},
 		{"selector that misses the pods", bytes.Replace(deployment, []byte("    matchLabels:\n      app.kubernetes.io/name: echo"), []byte("    matchLabels:\n      app.kubernetes.io/name: other"), 1), "selector"},
 		{"bad runtime class name", bytes.Replace(deployment, []byte("runtimeClassName: kata-fc"), []byte("runtimeClassName: Kata_FC"), 1), "runtimeClassName"},
 	}

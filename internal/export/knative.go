@@ -35,6 +35,10 @@ func knativeManifest(s *function.Spec, image string, o ManifestOptions) (any, []
 		warnings = append(warnings, fmt.Sprintf("timeoutSeconds %d is above Knative's default max-revision-timeout-seconds (600): raise it in config-defaults", ts))
 	}
 	conc := concurrency(s)
+	if conc == 1 && !s.Scale.ConcurrencySet && s.Scale.MaxReplicas == 1 {
+		warnings = append(warnings, fmt.Sprintf("exec mode: one request at a time per container (containerConcurrency 1) and maxReplicas 1, where the appliance runs %d at once in one VM: set concurrency in function.yaml to allow more",
+			s.Scale.Concurrency))
+	}
 	tmplAnn := metricsAnnotations(map[string]string{
 		"autoscaling.knative.dev/metric":                        "concurrency",
 		"autoscaling.knative.dev/min-scale":                     strconv.Itoa(s.Scale.MinReplicas),

@@ -157,7 +157,8 @@ type deployment struct {
 }
 
 type deploymentSpec struct {
-	Replicas int                `yaml:"replicas"`
+	// Replicas is left out: the HPA owns it (a re-apply would reset it).
+	Replicas *int               `yaml:"replicas,omitempty"`
 	Selector labelSelector      `yaml:"selector"`
 	Strategy deploymentStrategy `yaml:"strategy"`
 	Template podTemplate        `yaml:"template"`

@@ -38,7 +38,6 @@ func plainManifests(s *function.Spec, image string, o ManifestOptions) ([]any, [
 		typeMeta: typeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		Metadata: meta,
 		Spec: deploymentSpec{
-			Replicas: replicas,
 			Selector: labelSelector{MatchLabels: selector},
 			// Zero downtime, like the appliance's redeploys: the new pod is
 			// ready before an old one goes.

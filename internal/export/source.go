@@ -49,33 +49,38 @@ func loadSource(ctx context.Context, dir, work string, d function.Defaults, temp
 		return nil, fmt.Errorf("function %s: %w (version %s, then %s); export it again", spec.Name, ErrChanged, spec.Version(), copied.Version())
 	}
 	copied.Dir = spec.Dir // name the user's folder, not the copy
+	if err := codeModes(copyDir); err != nil {
+		return nil, fmt.Errorf("function %s: %w", spec.Name, err)
+	}
 	return &source{spec: copied, code: copyDir}, nil
 }
 
 // copyFolder copies src to dst (which must not exist) with fstree's rules:
 // no special files, symlinks kept only when they stay inside, files read
-// inside the folder and counted against maxSize. Every entry is owned by
-// whoever copies and gets the mode a VM's code disk gives it.
+// inside the folder and counted against maxSize. Permissions are kept (the
+// version digest covers them); owners are whoever copies.
 func copyFolder(ctx context.Context, src, dst string, maxSize int64) error {
-	if err := mkdir(dst); err != nil {
+	if err := os.Mkdir(dst, 0o700); err != nil {
 		return err
 	}
+	var dirs []fstree.Entry
 	w := &fstree.Walker{MaxSize: maxSize}
-	return w.Walk(ctx, src, func(e fstree.Entry) error {
+	err := w.Walk(ctx, src, func(e fstree.Entry) error {
 		target := filepath.Join(dst, filepath.FromSlash(e.Rel))
 		switch e.Type {
 		case fstree.Dir:
-			return mkdir(target)
+			dirs = append(dirs, e) // writable until the files are in
+			return os.Mkdir(target, 0o700)
 		case fstree.Symlink:
 			return os.Symlink(e.Target, target)
 		case fstree.Regular:
-			f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, codeMode(e.Mode))
+			f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 			if err != nil {
 				return err
 			}
 			_, _, err = w.Hash(e, f)
 			if err == nil {
-				err = f.Chmod(codeMode(e.Mode)) // whatever the umask
+				err = f.Chmod(e.Mode.Perm())
 			}
 			if cerr := f.Close(); err == nil {
 				err = cerr
@@ -84,14 +89,48 @@ func copyFolder(ctx context.Context, src, dst string, maxSize int64) error {
 		}
 		return fmt.Errorf("%s: unexpected entry type", e.Rel)
 	})
-}
-
-// mkdir creates a folder with mode 0755, whatever the umask.
-func mkdir(path string) error {
-	if err := os.Mkdir(path, 0o755); err != nil {
+	if err != nil {
 		return err
 	}
-	return os.Chmod(path, 0o755)
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Chmod(filepath.Join(dst, filepath.FromSlash(dirs[i].Rel)), dirs[i].Mode.Perm()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// codeModes gives every folder and file below (and including) dir the mode
+// a VM's code disk gives it: folders 0755, files 0755 when the user made
+// them executable, else 0644. The function's unprivileged user reads them.
+func codeModes(dir string) error {
+	var paths []string
+	var modes []fs.FileMode
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.IsDir():
+			paths, modes = append(paths, p), append(modes, 0o755)
+		case info.Mode().IsRegular():
+			paths, modes = append(paths, p), append(modes, codeMode(info.Mode()))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("setting code modes: %w", err)
+	}
+	for i := range paths {
+		if err := os.Chmod(paths[i], modes[i]); err != nil {
+			return fmt.Errorf("setting code modes: %w", err)
+		}
+	}
+	return nil
 }
 
 // codeMode is a code file's mode: readable by all, executable by all where
