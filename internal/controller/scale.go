@@ -2,7 +2,6 @@ package controller
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/faasvm/appliance/internal/function"
-	"github.com/faasvm/appliance/internal/vm"
 )
 
 // The autoscaler.
@@ -210,78 +208,3 @@ func (c *Controller) scaleIn(f *fn, n int) {
 	}
 	c.notify(f)
 }
-
-// watchHealth checks a ready instance every HealthInterval; after
-// HealthThreshold failures in a row it takes the instance out of service,
-// stops it, and lets the autoscaler replace it. It ends with the instance.
-func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
-	defer c.wg.Done()
-	t := time.NewTicker(c.opts.HealthInterval)
-	defer t.Stop()
-	failures := 0
-	for {
-		select {
-		case <-in.stopped:
-			return
-		case <-c.life.Done():
-			return
-		case <-t.C:
-		}
-		c.mu.Lock()
-		serving := in.state == instReady
-		c.mu.Unlock()
-		if !serving {
-			failures = 0 // booting or draining: not checked
-			continue
-		}
-		ctx, cancel := context.WithTimeout(c.life, c.opts.HealthTimeout)
-		err := c.opts.Prober.Probe(ctx, m.Endpoint(), in.secret)
-		cancel()
-		if err == nil {
-			failures = 0
-			continue
-		}
-		if c.life.Err() != nil {
-			return
-		}
-		failures++
-		c.log.Warn("health check failed", "function", f.name, "vm_id", in.id, "failures", failures, "threshold", c.opts.HealthThreshold, "err", err)
-		if failures < c.opts.HealthThreshold {
-			continue
-		}
-		c.mu.Lock()
-		if in.state != instReady {
-			c.mu.Unlock()
-			failures = 0
-			continue
-		}
-		in.state = instUnhealthy
-		f.lastErr = fmt.Sprintf("vm %s failed %d health checks in a row (last: %v); replaced", in.id, failures, err)
-		c.notify(f)
-		c.autoscale(f, time.Now(), false, "vm unhealthy")
-		c.mu.Unlock()
-		c.log.Error("vm unhealthy: stopping it", "function", f.name, "vm_id", in.id, "err", err)
-		c.stopInstance(f, in)
-		return
-	}
-}
-
-// agentProber checks an instance through the agent client the engines use:
-// healthy only when the agent answers 200.
-type agentProber struct{ c *vm.AgentClient }
-
-func (p agentProber) Probe(ctx context.Context, endpoint, secret string) error {
-	_, _, err := p.c.Health(ctx, endpoint, secret)
-	if err != nil {
-		return fmt.Errorf("health check of %s: %w", endpoint, err)
-	}
-	return nil
-}
-
-// nopRecorder records nothing.
-type nopRecorder struct{}
-
-func (nopRecorder) FunctionState(string, int, int) {}
-func (nopRecorder) VMBooted(string, time.Duration) {}
-func (nopRecorder) ColdStart(string)               {}
-func (nopRecorder) Forget(string)                  {}

@@ -1,0 +1,296 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	api "github.com/weaveworks/ignite/pkg/apis/ignite"
+	meta "github.com/weaveworks/ignite/pkg/apis/meta/v1alpha1"
+
+	"github.com/faasvm/appliance/guest/protocol"
+	"github.com/faasvm/appliance/internal/function"
+	"github.com/faasvm/appliance/internal/image"
+	"github.com/faasvm/appliance/internal/vm"
+)
+
+// Instance lifecycle: register, boot, stop, and the watches on a running
+// VM (its exit, its health).
+
+// instance states
+const (
+	instBooting   = "booting"
+	instReady     = "ready"
+	instDraining  = "draining"
+	instUnhealthy = "unhealthy" // failed its health checks; being stopped
+	instStopped   = "stopped"
+)
+
+type instance struct {
+	id       string
+	vm       *api.VM // the VM object it boots
+	version  string
+	spec     *function.Spec
+	secret   string
+	m        vm.Machine
+	state    string
+	inflight int
+	started  time.Time     // when the VM became ready to serve
+	drained  chan struct{} // closed when draining and inflight reaches 0
+	// stopCalled is set by the one stopInstance call that stops the VM,
+	// which also closes stopped.
+	stopCalled bool
+	stopped    chan struct{}
+}
+
+// Boot errors that are nobody's fault.
+var (
+	// errClosed: the controller is shutting down and boots nothing more.
+	errClosed = errors.New("controller closed")
+	// errStoppedBooting: the instance was stopped (its function removed,
+	// the appliance shut down) while its VM booted.
+	errStoppedBooting = errors.New("stopped while booting")
+)
+
+// boot starts one VM of spec, registered as booting, and waits for it.
+func (c *Controller) boot(f *fn, spec *function.Spec, d disks) (*instance, error) {
+	c.mu.Lock()
+	in, err := c.register(f, spec)
+	c.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.start(f, in, d); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// register adds a booting instance of spec to f; c.mu is held.
+func (c *Controller) register(f *fn, spec *function.Spec) (*instance, error) {
+	if c.closed {
+		return nil, fmt.Errorf("booting vm for %s: %w", f.name, errClosed)
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return nil, err
+	}
+	v := vm.NewVM(f.name)
+	v.Spec.CPUs = spec.VM.Spec.CPUs
+	v.Spec.Memory = spec.VM.Spec.Memory
+	v.Spec.DiskSize = spec.VM.Spec.DiskSize
+	v.Spec.Sandbox = spec.VM.Spec.Sandbox
+	v.Spec.Kernel.OCI = spec.VM.Spec.Kernel.OCI
+	// Ignite's default command line is for its own kernel; the qemu
+	// engine has its own, and extra arguments are not a function setting.
+	v.Spec.Kernel.CmdLine = ""
+	// The image the root filesystem really comes from (what the ignite
+	// engine boots), not the template's.
+	ref := spec.Image
+	if ref == "" {
+		ref = image.RuntimeImageTag(spec.Runtime)
+	}
+	if oci, err := meta.NewOCIImageRef(ref); err == nil {
+		v.Spec.Image.OCI = oci
+	}
+	in := &instance{
+		id: string(v.UID), vm: v, version: spec.Digest, spec: spec, secret: secret,
+		state: instBooting, drained: make(chan struct{}), stopped: make(chan struct{}),
+	}
+	f.instances = append(f.instances, in)
+	c.notify(f)
+	return in, nil
+}
+
+// start boots the VM of a registered instance and waits until its agent
+// answers. On failure the instance is forgotten.
+func (c *Controller) start(f *fn, in *instance, d disks) error {
+	spec := in.spec
+	agent := protocol.Config{
+		Name:    f.name,
+		Secret:  in.secret,
+		Mode:    spec.Mode,
+		Runtime: spec.Runtime,
+		Handler: spec.Handler,
+		Command: spec.Command,
+		Env:     spec.Env,
+		Timeout: protocol.Duration(spec.Timeout),
+		Network: protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway},
+	}
+	if spec.Egress {
+		agent.Network.DNS = protocol.GuestDNS
+	}
+	ctx, cancel := context.WithTimeout(c.life, c.opts.BootTimeout)
+	defer cancel()
+	start := time.Now()
+	c.log.Info("booting vm", "function", f.name, "vm_id", in.id, "version", short(spec.Digest), "engine", c.engine.Name())
+	m, err := c.engine.Start(ctx, &vm.Spec{
+		VM: in.vm, Kernel: c.opts.Kernel, Initrd: c.opts.Initrd,
+		RootFS: d.rootfs, Code: d.code, Agent: agent, Egress: spec.Egress,
+	})
+	if err != nil {
+		c.mu.Lock()
+		f.instances = without(f.instances, in)
+		c.notify(f)
+		c.mu.Unlock()
+		return fmt.Errorf("booting vm for %s: %w", f.name, err)
+	}
+	took := time.Since(start)
+	c.mu.Lock()
+	in.m, in.started = m, time.Now()
+	if in.stopCalled { // stopped (removed, shut down) while it booted
+		c.mu.Unlock()
+		c.stopMachine(f, in.id, m)
+		return fmt.Errorf("booting vm for %s: %w", f.name, errStoppedBooting)
+	}
+	if !f.removed {
+		c.rec.VMBooted(f.name, took)
+	}
+	c.wg.Add(2)
+	go c.watchInstance(f, in, m)
+	go c.watchHealth(f, in, m)
+	c.mu.Unlock()
+	c.log.Info("vm ready", "function", f.name, "vm_id", in.id, "boot_seconds", took.Seconds(), "endpoint", m.Endpoint())
+	return nil
+}
+
+// backoff is the wait before the n-th consecutive restart.
+func (c *Controller) backoff(n int) time.Duration {
+	return min(time.Second<<min(max(n, 1)-1, 10), c.opts.MaxBackoff)
+}
+
+// watchInstance notices a VM that dies on its own and, after a backoff,
+// lets the autoscaler replace it.
+func (c *Controller) watchInstance(f *fn, in *instance, m vm.Machine) {
+	defer c.wg.Done()
+	err := m.Wait(c.life)
+	c.mu.Lock()
+	if in.state == instStopped || c.life.Err() != nil {
+		c.mu.Unlock()
+		return
+	}
+	in.state = instStopped
+	f.instances = without(f.instances, in)
+	f.lastConsole = tail(m.ConsoleLog(), 50)
+	f.lastErr = fmt.Sprintf("vm %s exited unexpectedly: %v", in.id, err)
+	if time.Since(in.started) > time.Minute {
+		f.crashes = 0
+	}
+	f.crashes++
+	delay := c.backoff(f.crashes)
+	f.restartAt = time.Now().Add(delay)
+	if f.count(instReady, "") == 0 && f.count(instBooting, "") == 0 {
+		f.state = StateFailed
+	}
+	c.notify(f)
+	c.mu.Unlock()
+	c.log.Error("vm crashed; replacing it after backoff", "function", f.name, "vm_id", in.id, "err", err, "backoff", delay)
+	c.stopInstance(f, in) // removes its files
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.life.Done():
+		return
+	}
+	c.mu.Lock()
+	c.autoscale(f, time.Now(), false, "vm crashed")
+	c.mu.Unlock()
+}
+
+// stopInstance stops one VM (once) and forgets it.
+func (c *Controller) stopInstance(f *fn, in *instance) {
+	c.mu.Lock()
+	if in.stopCalled {
+		c.mu.Unlock()
+		return
+	}
+	in.stopCalled = true
+	close(in.stopped)
+	in.state = instStopped
+	m := in.m
+	f.instances = without(f.instances, in)
+	c.notify(f)
+	c.mu.Unlock()
+	if m != nil {
+		c.stopMachine(f, in.id, m)
+	}
+}
+
+func (c *Controller) stopMachine(f *fn, id string, m vm.Machine) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.StopTimeout)
+	defer cancel()
+	if err := m.Stop(ctx); err != nil {
+		c.log.Warn("stopping vm", "function", f.name, "vm_id", id, "err", err)
+		return
+	}
+	c.log.Info("vm stopped", "function", f.name, "vm_id", id)
+}
+
+// watchHealth checks a ready instance every HealthInterval; after
+// HealthThreshold failures in a row it takes the instance out of service,
+// stops it, and lets the autoscaler replace it. It ends with the instance.
+func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
+	defer c.wg.Done()
+	t := time.NewTicker(c.opts.HealthInterval)
+	defer t.Stop()
+	failures := 0
+	for {
+		select {
+		case <-in.stopped:
+			return
+		case <-c.life.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		serving := in.state == instReady
+		c.mu.Unlock()
+		if !serving {
+			failures = 0 // booting or draining: not checked
+			continue
+		}
+		ctx, cancel := context.WithTimeout(c.life, c.opts.HealthTimeout)
+		err := c.opts.Prober.Probe(ctx, m.Endpoint(), in.secret)
+		cancel()
+		if err == nil {
+			failures = 0
+			continue
+		}
+		if c.life.Err() != nil {
+			return
+		}
+		failures++
+		c.log.Warn("health check failed", "function", f.name, "vm_id", in.id, "failures", failures, "threshold", c.opts.HealthThreshold, "err", err)
+		if failures < c.opts.HealthThreshold {
+			continue
+		}
+		c.mu.Lock()
+		if in.state != instReady {
+			c.mu.Unlock()
+			failures = 0
+			continue
+		}
+		in.state = instUnhealthy
+		f.lastErr = fmt.Sprintf("vm %s failed %d health checks in a row (last: %v); replaced", in.id, failures, err)
+		c.notify(f)
+		c.autoscale(f, time.Now(), false, "vm unhealthy")
+		c.mu.Unlock()
+		c.log.Error("vm unhealthy: stopping it", "function", f.name, "vm_id", in.id, "err", err)
+		c.stopInstance(f, in)
+		return
+	}
+}
+
+// agentProber checks an instance through the agent client the engines use:
+// healthy only when the agent answers 200.
+type agentProber struct{ c *vm.AgentClient }
+
+func (p agentProber) Probe(ctx context.Context, endpoint, secret string) error {
+	_, _, err := p.c.Health(ctx, endpoint, secret)
+	if err != nil {
+		return fmt.Errorf("health check of %s: %w", endpoint, err)
+	}
+	return nil
+}

@@ -1,0 +1,249 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/faasvm/appliance/internal/function"
+)
+
+// Reconciling: a function folder becomes a validated spec, its disks and
+// ready instances of it; a new version replaces the old one without
+// downtime; a removed folder stops everything.
+
+// Sync reconciles one function folder with what runs: deploys it, redeploys
+// it when it changed, or removes it when the folder is gone. It returns at
+// once; the work happens in the background, one run at a time per function.
+func (c *Controller) Sync(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	f := c.fns[name]
+	if f == nil {
+		if _, err := os.Stat(filepath.Join(c.opts.FunctionsDir, name)); err != nil {
+			return // never seen, already gone
+		}
+		f = &fn{name: name, state: StateDeploying, changed: make(chan struct{})}
+		c.fns[name] = f
+		c.publish(f)
+	}
+	if f.working {
+		f.pending = true
+		return
+	}
+	f.working = true
+	c.wg.Add(1)
+	go c.reconcileLoop(f)
+}
+
+func (c *Controller) reconcileLoop(f *fn) {
+	defer c.wg.Done()
+	for {
+		c.reconcile(f)
+		c.mu.Lock()
+		if f.removed {
+			// The folder may be back already: a fresh fn takes over.
+			again := f.pending && !c.closed
+			f.working = false
+			c.mu.Unlock()
+			if again {
+				c.Sync(f.name)
+			}
+			return
+		}
+		if !f.pending || c.closed {
+			f.working = false
+			c.mu.Unlock()
+			return
+		}
+		f.pending = false
+		c.mu.Unlock()
+	}
+}
+
+func (c *Controller) reconcile(f *fn) {
+	log := c.log.With("function", f.name)
+	dir := filepath.Join(c.opts.FunctionsDir, f.name)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		log.Info("function folder removed: stopping it")
+		c.remove(f)
+		return
+	}
+	spec, err := function.Load(dir, c.opts.Defaults, c.opts.Template, c.engine.Name())
+	if err != nil {
+		c.fail(f, StateInvalid, fmt.Errorf("invalid function: %w", err))
+		return
+	}
+	c.mu.Lock()
+	same := f.spec != nil && f.spec.Digest == spec.Digest && f.state != StateFailed && f.state != StateInvalid
+	// A new version takes over with as many ready replicas as the old one
+	// has (at least minReplicas, and at least one even when minReplicas is
+	// 0: the deploy proves the version boots; it idles to zero later).
+	want := max(spec.Scale.MinReplicas, 1)
+	if f.spec != nil {
+		want = max(want, f.count(instReady, f.spec.Digest))
+	}
+	want = min(want, spec.Scale.MaxReplicas)
+	c.mu.Unlock()
+	if same {
+		log.Debug("function unchanged", "version", short(spec.Digest))
+		return
+	}
+	log.Info("deploying", "version", short(spec.Digest), "runtime", spec.Runtime, "mode", spec.Mode, "replicas", want)
+	for _, w := range spec.Warnings {
+		log.Warn("function setting ignored", "warning", w)
+	}
+	d, err := c.prepare(c.life, spec)
+	if err != nil {
+		c.fail(f, StateFailed, err)
+		return
+	}
+	started, err := c.bootN(f, spec, d, want)
+	if err != nil {
+		c.fail(f, StateFailed, err)
+		return
+	}
+	c.promote(f, spec, d, started)
+}
+
+type disks struct{ rootfs, code string }
+
+// prepare builds (or finds cached) the disks a version boots from.
+func (c *Controller) prepare(ctx context.Context, spec *function.Spec) (disks, error) {
+	rootfs, err := c.images.RootFS(ctx, spec.Runtime, spec.Image)
+	if err != nil {
+		return disks{}, fmt.Errorf("preparing root filesystem for runtime %s: %w", spec.Runtime, err)
+	}
+	code, err := c.images.CodeDisk(ctx, spec.Dir)
+	if err != nil {
+		return disks{}, fmt.Errorf("snapshotting function code: %w", err)
+	}
+	return disks{rootfs: rootfs, code: code}, nil
+}
+
+// bootN boots n instances of spec at once and waits for all of them; if
+// any fails, it stops the others and returns the first error.
+func (c *Controller) bootN(f *fn, spec *function.Spec, d disks, n int) ([]*instance, error) {
+	ins := make([]*instance, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ins[i], errs[i] = c.boot(f, spec, d)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		for _, in := range ins {
+			if in != nil {
+				c.stopInstance(f, in)
+			}
+		}
+		return nil, err
+	}
+	return ins, nil
+}
+
+// promote makes spec the serving version with the given ready instances and
+// drains every instance of another version.
+func (c *Controller) promote(f *fn, spec *function.Spec, d disks, ready []*instance) {
+	c.mu.Lock()
+	old := f.spec
+	f.spec, f.disks = spec, d
+	f.state, f.lastErr, f.warnings = StateReady, "", spec.Warnings
+	f.startedAt = time.Now()
+	f.lastRequest = f.startedAt // the idle timeout starts now
+	f.belowSince = time.Time{}
+	f.crashes, f.restartAt = 0, time.Time{}
+	for _, in := range ready {
+		if in.state == instBooting { // not if it died meanwhile
+			in.state = instReady
+		}
+	}
+	draining := 0
+	for _, in := range f.instances {
+		if in.version != spec.Digest && (in.state == instReady || in.state == instBooting) {
+			c.drain(f, in)
+			draining++
+		}
+	}
+	c.notify(f)
+	c.mu.Unlock()
+	if old != nil {
+		c.log.Info("new version serving, draining the old one", "function", f.name,
+			"version", short(spec.Digest), "old_version", short(old.Digest), "draining", draining, "replicas", len(ready))
+	} else {
+		c.log.Info("function ready", "function", f.name, "version", short(spec.Digest), "replicas", len(ready))
+	}
+}
+
+// drain takes in out of service: it gets no new request, and stops once
+// its requests in flight are done (or after Options.DrainTimeout); c.mu is
+// held.
+func (c *Controller) drain(f *fn, in *instance) {
+	in.state = instDraining
+	if in.inflight == 0 {
+		close(in.drained)
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		t := time.NewTimer(c.opts.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-in.drained:
+		case <-t.C:
+			c.log.Warn("drain timed out, stopping anyway", "function", f.name, "vm_id", in.id)
+		case <-c.life.Done():
+		}
+		c.stopInstance(f, in)
+	}()
+}
+
+// fail records why a version could not be deployed. A version that already
+// serves (or sleeps at zero replicas) keeps serving; the status says why the
+// new one did not replace it.
+func (c *Controller) fail(f *fn, state string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f.lastErr = err.Error()
+	if f.spec != nil && (f.state == StateReady || f.state == StateIdle) {
+		f.lastErr = "new version not deployed, previous version still serving: " + err.Error()
+		c.log.Error("redeploy failed; previous version keeps serving", "function", f.name, "err", err)
+	} else {
+		f.state = state
+		c.log.Error("function cannot serve", "function", f.name, "state", state, "err", err)
+	}
+	c.notify(f)
+}
+
+// remove stops every instance and forgets the function.
+func (c *Controller) remove(f *fn) {
+	c.mu.Lock()
+	f.removed = true
+	if c.fns[f.name] == f {
+		delete(c.fns, f.name)
+	}
+	c.rec.Forget(f.name)
+	ins := append([]*instance(nil), f.instances...)
+	c.notify(f)
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, in := range ins {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.stopInstance(f, in) }()
+	}
+	wg.Wait()
+}
