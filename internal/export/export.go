@@ -17,8 +17,10 @@ package export
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -157,7 +159,7 @@ func (e *Exporter) Export(ctx context.Context, dir string) (*Result, error) {
 		return nil, err
 	}
 	if !e.opts.SkipImage {
-		if err := e.buildImage(ctx, log, src, work, r); err != nil {
+		if err := e.buildImage(ctx, log, src, r); err != nil {
 			return nil, fmt.Errorf("function %s: %w", s.Name, err)
 		}
 	}
@@ -169,19 +171,22 @@ func (e *Exporter) Export(ctx context.Context, dir string) (*Result, error) {
 	return r, nil
 }
 
-func (e *Exporter) buildImage(ctx context.Context, log *slog.Logger, src *source, work string, r *Result) error {
+func (e *Exporter) buildImage(ctx context.Context, log *slog.Logger, src *source, r *Result) error {
 	base, err := baseImage(ctx, e.docker, log, src.spec, e.opts.RuntimesDir)
 	if err != nil {
 		return err
 	}
-	bc := filepath.Join(work, "context")
-	if err := os.Mkdir(bc, 0o755); err != nil {
-		return err
+	config, err := json.MarshalIndent(agentConfig(src.spec), "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding the agent config: %w", err)
 	}
-	if err := buildContext(bc, src, base, e.opts.AgentBin, e.opts.MaxBody); err != nil {
-		return err
-	}
-	id, err := image.BuildImage(ctx, e.docker, log, r.Tag, bc, imageLabels(src.spec))
+	pr, pw := io.Pipe()
+	defer pr.Close() // stops the packing goroutine if the engine stops reading
+	go func() {
+		pw.CloseWithError(writeContext(pw, []byte(dockerfile(base, e.opts.MaxBody)), append(config, '\n'), e.opts.AgentBin, src.code))
+	}()
+	log.Info("building image", "image", r.Tag, "base", base)
+	id, err := image.BuildImage(ctx, e.docker, log, r.Tag, pr, imageLabels(src.spec))
 	if err != nil {
 		return err
 	}

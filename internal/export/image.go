@@ -1,13 +1,17 @@
 package export
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -119,58 +123,81 @@ func baseImage(ctx context.Context, d Docker, log *slog.Logger, s *function.Spec
 	if _, err := os.Stat(filepath.Join(dir, "Dockerfile")); err != nil {
 		return "", fmt.Errorf("runtime %q has no Dockerfile in %s (check FAAS_RUNTIMES_DIR): %w", s.Runtime, runtimesDir, err)
 	}
-	id, err := image.BuildImage(ctx, d, log, image.RuntimeImageTag(s.Runtime), dir, nil)
+	id, err := image.BuildDir(ctx, d, log, image.RuntimeImageTag(s.Runtime), dir)
 	if err != nil {
 		return "", fmt.Errorf("runtime %s: %w", s.Runtime, err)
 	}
 	return id, nil
 }
 
-// buildContext fills dir with the image's build context.
-func buildContext(dir string, src *source, base, agentBin string, maxBody int64) error {
-	if err := copyFile(agentBin, filepath.Join(dir, "agent"), 0o755); err != nil {
+// writeContext writes the image's build context as a tar stream: the
+// Dockerfile, the agent, its config, and the code under code/, every entry
+// owned by root with the mode a VM's code disk gives it (folders 0755,
+// files 0755 when executable, else 0644; symlinks as they are). codeDir is
+// a private copy nothing else writes.
+func writeContext(w io.Writer, dockerfile, config []byte, agentBin, codeDir string) error {
+	tw := tar.NewWriter(w)
+	file := func(name string, mode int64, size int64, body io.Reader) error {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: size, Format: tar.FormatPAX}); err != nil {
+			return err
+		}
+		_, err := io.CopyN(tw, body, size)
+		return err
+	}
+	if err := file("Dockerfile", 0o644, int64(len(dockerfile)), bytes.NewReader(dockerfile)); err != nil {
+		return err
+	}
+	if err := file("function.json", 0o644, int64(len(config)), bytes.NewReader(config)); err != nil {
+		return err
+	}
+	agent, err := os.Open(agentBin)
+	if err != nil {
 		return fmt.Errorf("guest agent (FAAS_AGENT_BIN): %w", err)
 	}
-	cfg, err := json.MarshalIndent(agentConfig(src.spec), "", "  ")
+	defer agent.Close()
+	fi, err := agent.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("guest agent (FAAS_AGENT_BIN) %s: not a regular file (%v)", agentBin, err)
+	}
+	if err := file("agent", 0o755, fi.Size(), agent); err != nil {
+		return err
+	}
+	err = filepath.WalkDir(codeDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(codeDir, p)
+		if err != nil {
+			return err
+		}
+		name := path.Join("code", filepath.ToSlash(rel))
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.IsDir():
+			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: 0o755, Format: tar.FormatPAX})
+		case info.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777, Format: tar.FormatPAX})
+		case info.Mode().IsRegular():
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return file(name, int64(codeMode(info.Mode())), info.Size(), f)
+		}
+		return fmt.Errorf("%s: not a file, folder or symlink", rel)
+	})
 	if err != nil {
-		return fmt.Errorf("encoding the agent config: %w", err)
+		return fmt.Errorf("packing the code: %w", err)
 	}
-	if err := writeFile(filepath.Join(dir, "function.json"), append(cfg, '\n'), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(src.code, filepath.Join(dir, "code")); err != nil {
-		return fmt.Errorf("placing the code: %w", err)
-	}
-	src.code = filepath.Join(dir, "code")
-	return writeFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile(base, maxBody)), 0o644)
-}
-
-func writeFile(path string, b []byte, mode os.FileMode) error {
-	if err := os.WriteFile(path, b, mode); err != nil {
-		return err
-	}
-	return os.Chmod(path, mode)
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Chmod(mode); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return tw.Close()
 }
 
 // push pushes ref and returns the digest the registry gave the manifest

@@ -49,9 +49,6 @@ func loadSource(ctx context.Context, dir, work string, d function.Defaults, temp
 		return nil, fmt.Errorf("function %s: %w (version %s, then %s); export it again", spec.Name, ErrChanged, spec.Version(), copied.Version())
 	}
 	copied.Dir = spec.Dir // name the user's folder, not the copy
-	if err := codeModes(copyDir); err != nil {
-		return nil, fmt.Errorf("function %s: %w", spec.Name, err)
-	}
 	return &source{spec: copied, code: copyDir}, nil
 }
 
@@ -95,39 +92,6 @@ func copyFolder(ctx context.Context, src, dst string, maxSize int64) error {
 	for i := len(dirs) - 1; i >= 0; i-- {
 		if err := os.Chmod(filepath.Join(dst, filepath.FromSlash(dirs[i].Rel)), dirs[i].Mode.Perm()); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// codeModes gives every folder and file below (and including) dir the mode
-// a VM's code disk gives it: folders 0755, files 0755 when the user made
-// them executable, else 0644. The function's unprivileged user reads them.
-func codeModes(dir string) error {
-	var paths []string
-	var modes []fs.FileMode
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case info.IsDir():
-			paths, modes = append(paths, p), append(modes, 0o755)
-		case info.Mode().IsRegular():
-			paths, modes = append(paths, p), append(modes, codeMode(info.Mode()))
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("setting code modes: %w", err)
-	}
-	for i := range paths {
-		if err := os.Chmod(paths[i], modes[i]); err != nil {
-			return fmt.Errorf("setting code modes: %w", err)
 		}
 	}
 	return nil

@@ -1,9 +1,12 @@
 package export
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
-	"io/fs"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -38,18 +41,42 @@ func TestLoadSource(t *testing.T) {
 	if src.spec.Digest != want.Digest || src.spec.Dir != dir || filepath.Base(src.code) != "copyme" {
 		t.Errorf("got digest %s dir %s code %s, want the folder's digest %s, its path, a copy named copyme", src.spec.Digest, src.spec.Dir, src.code, want.Digest)
 	}
-	modes := map[string]fs.FileMode{"handler.sh": 0o755, "lib/greet.sh": 0o644, "lib": fs.ModeDir | 0o755}
-	for rel, mode := range modes {
-		fi, err := os.Lstat(filepath.Join(src.code, rel))
+	if fi, err := os.Stat(filepath.Join(src.code, "handler.sh")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the copy's handler.sh: %v (%v), want the folder's 0700 (the version covers modes)", fi.Mode(), err)
+	}
+
+	// The build context gives the code a code disk's modes, owned by root.
+	var ctxTar bytes.Buffer
+	if err := writeContext(&ctxTar, []byte("FROM x\n"), []byte("{}"), os.Args[0], src.code); err != nil {
+		t.Fatal(err)
+	}
+	wantTar := map[string]string{
+		"Dockerfile": "-644", "function.json": "-644", "agent": "-755",
+		"code/": "d755", "code/handler.sh": "-755", "code/lib/": "d755", "code/lib/greet.sh": "-644",
+		"code/function.yaml": "-644", "code/greet.sh": "l777->lib/greet.sh",
+	}
+	got := map[string]string{}
+	tr := tar.NewReader(&ctxTar)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fi.Mode() != mode {
-			t.Errorf("%s: mode %v, want %v", rel, fi.Mode(), mode)
+		if h.Uid != 0 || h.Gid != 0 {
+			t.Errorf("%s: owner %d:%d, want root", h.Name, h.Uid, h.Gid)
 		}
+		kind := map[byte]string{tar.TypeReg: "-", tar.TypeDir: "d", tar.TypeSymlink: "l"}[h.Typeflag]
+		v := fmt.Sprintf("%s%o", kind, h.Mode)
+		if h.Linkname != "" {
+			v += "->" + h.Linkname
+		}
+		got[h.Name] = v
 	}
-	if target, err := os.Readlink(filepath.Join(src.code, "greet.sh")); err != nil || target != "lib/greet.sh" {
-		t.Errorf("symlink: got %q (%v), want lib/greet.sh", target, err)
+	if fmt.Sprint(got) != fmt.Sprint(wantTar) {
+		t.Errorf("build context:\n got %v\nwant %v", got, wantTar)
 	}
 
 	outside := writeFolder(t, "leaky", map[string]string{"handler.py": "print(1)"})

@@ -94,9 +94,23 @@ func (c *Cache) ImageRootFS(ctx context.Context, ref string) (RootFS, error) {
 	return c.rootFS(ctx, ref, info.ID)
 }
 
-// buildImage builds the Dockerfile in dir as tag and returns the image ID.
+// buildImage builds the Dockerfile in dir (the whole folder is the build
+// context) as tag and returns the image ID.
 func (c *Cache) buildImage(ctx context.Context, tag, dir string) (string, error) {
-	return BuildImage(ctx, c.docker, c.log, tag, dir, nil)
+	return BuildDir(ctx, c.docker, c.log, tag, dir)
+}
+
+// BuildDir builds the Dockerfile in dir, with the whole folder as the
+// build context, as tag and returns the image ID.
+func BuildDir(ctx context.Context, docker ImageBuilder, log *slog.Logger, tag, dir string) (string, error) {
+	if _, err := os.Stat(filepath.Join(dir, "Dockerfile")); err != nil {
+		return "", fmt.Errorf("building image %s: %w", tag, err)
+	}
+	log.With("step", "build", "image", tag).Info("building image", "context", dir)
+	pr, pw := io.Pipe()
+	defer pr.Close() // stops the packing goroutine if the engine stops reading
+	go func() { pw.CloseWithError(tarContext(pw, dir)) }()
+	return BuildImage(ctx, docker, log, tag, pr, nil)
 }
 
 // pullImage pulls ref, logging the engine's progress.
@@ -110,21 +124,13 @@ type ImageBuilder interface {
 	ImageInspect(ctx context.Context, imageID string, opts ...client.ImageInspectOption) (dockerimage.InspectResponse, error)
 }
 
-// BuildImage builds the Dockerfile in dir (the whole folder is the build
-// context) as tag, with labels, and returns the image ID. Build output is
-// logged as progress; a failing step comes back as a *BuildError.
-func BuildImage(ctx context.Context, docker ImageBuilder, log *slog.Logger, tag, dir string, labels map[string]string) (string, error) {
-	if _, err := os.Stat(filepath.Join(dir, "Dockerfile")); err != nil {
-		return "", fmt.Errorf("building image %s: %w", tag, err)
-	}
+// BuildImage builds tag from buildContext (a tar stream holding a
+// Dockerfile at its top), with labels, and returns the image ID. Build
+// output is logged as progress; a failing step comes back as a *BuildError.
+func BuildImage(ctx context.Context, docker ImageBuilder, log *slog.Logger, tag string, buildContext io.Reader, labels map[string]string) (string, error) {
 	log = log.With("step", "build", "image", tag)
-	log.Info("building image", "context", dir)
 	start := time.Now()
-
-	pr, pw := io.Pipe()
-	defer pr.Close() // stops the packing goroutine if the engine stops reading
-	go func() { pw.CloseWithError(tarContext(pw, dir)) }()
-	resp, err := docker.ImageBuild(ctx, pr, build.ImageBuildOptions{
+	resp, err := docker.ImageBuild(ctx, buildContext, build.ImageBuildOptions{
 		Tags:        []string{tag},
 		Dockerfile:  "Dockerfile",
 		Labels:      labels,
