@@ -14,7 +14,7 @@ for tool in go make git; do
 done
 
 need_pkgs=()
-for pair in qemu-system-x86_64:qemu-system-x86 passt:passt debootstrap:debootstrap \
+for pair in qemu-system-x86_64:qemu-system-x86 nft:nftables setpriv:util-linux debootstrap:debootstrap \
             dockerd:docker.io lz4:lz4 mke2fs:e2fsprogs debugfs:e2fsprogs pgrep:procps \
             python3:python3 node:nodejs curl:curl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")

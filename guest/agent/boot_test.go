@@ -28,7 +28,7 @@ func superblock(magic uint16, label string) []byte {
 func configDisk(t *testing.T) []byte {
 	t.Helper()
 	b, err := protocol.EncodeDisk(&protocol.Config{
-		Name: "fn", Secret: "s", Mode: protocol.ModeExec, Command: []string{"true"}, Timeout: protocol.Duration(time.Second),
+		Name: "fn", Secret: "s", ControlSecret: "c", Mode: protocol.ModeExec, Command: []string{"true"}, Timeout: protocol.Duration(time.Second),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -347,7 +347,7 @@ func TestReadConfigFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	js := filepath.Join(dir, "config.json")
-	if err := os.WriteFile(js, []byte(`{"name":"j","secret":"s","mode":"exec","command":["true"],"timeout":"2s"}`), 0o644); err != nil {
+	if err := os.WriteFile(js, []byte(`{"name":"j","secret":"s","controlSecret":"c","mode":"exec","command":["true"],"timeout":"2s"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	bad := filepath.Join(dir, "bad.json")

@@ -1,12 +1,13 @@
 // Command agent is the guest agent of a function VM. It runs as PID 1 from
 // the initramfs: it mounts the root and code disks, configures the network,
-// reaps zombies and serves the agent's HTTP API (package server) on
-// protocol.AgentPort. See README.md in this directory.
+// reaps zombies and serves the agent's HTTP API (package server): the
+// function on protocol.AgentPort, the host's control operations on
+// protocol.ControlPort. See README.md in this directory.
 //
 // Run as any other PID it skips the boot and only serves the API, for
 // trying handlers on a development machine:
 //
-//	agent -config config.json -code ./myfunction -listen 127.0.0.1:8080
+//	agent -config config.json -code ./myfunction -listen 127.0.0.1:8080 -control-listen 127.0.0.1:8081
 //
 // `agent container` is the entrypoint of an exported OCI image (see
 // container.go), whatever its PID; `agent health` asks a container-mode
@@ -84,11 +85,15 @@ func runInit(log *slog.Logger) {
 	go rp.run(ctx)
 	go ignoreSignals(log)
 
-	ln, err := net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(protocol.AgentPort)))
+	data, err := net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(protocol.AgentPort)))
 	if err != nil {
 		fatal(log, fmt.Errorf("listening on port %d: %w", protocol.AgentPort, err))
 	}
-	hs := newHTTPServer(log)
+	control, err := net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(protocol.ControlPort)))
+	if err != nil {
+		fatal(log, fmt.Errorf("listening on port %d: %w", protocol.ControlPort, err))
+	}
+	hs, cs := newHTTPServer(log), newHTTPServer(log)
 	srv, err := server.New(b.cfg, server.Options{
 		CodeDir: protocol.CodeDir,
 		RunDir:  bootstrapRunDir,
@@ -97,7 +102,7 @@ func runInit(log *slog.Logger) {
 		Spawner: rp,
 		Poweroff: func(ctx context.Context) error {
 			// Let the 202 reach the host before the machine goes.
-			if err := hs.Shutdown(ctx); err != nil {
+			if err := errors.Join(hs.Shutdown(ctx), cs.Shutdown(ctx)); err != nil {
 				log.Warn("closing connections before poweroff", "step", "poweroff", "err", err)
 			}
 			reboot(log, "poweroff requested")
@@ -107,10 +112,13 @@ func runInit(log *slog.Logger) {
 	if err != nil {
 		fatal(log, fmt.Errorf("preparing the agent: %w", err))
 	}
-	hs.Handler = srv
+	hs.Handler, cs.Handler = srv, srv.Control()
 	srv.Start(ctx)
-	log.Info("agent serving", "step", "serve", "addr", ln.Addr().String())
-	err = hs.Serve(ln)
+	log.Info("agent serving", "step", "serve", "addr", data.Addr().String(), "control_addr", control.Addr().String())
+	served := make(chan error, 2)
+	go func() { served <- hs.Serve(data) }()
+	go func() { served <- cs.Serve(control) }()
+	err = <-served
 	if errors.Is(err, http.ErrServerClosed) {
 		<-srv.PoweredOff() // the poweroff reboots; this returns only if it failed
 		err = errors.New("poweroff did not reboot")
@@ -126,7 +134,7 @@ func ignoreSignals(log *slog.Logger) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for s := range sig {
-		log.Warn("ignoring signal to PID 1; POST "+protocol.PoweroffPath+" powers off", "signal", s.String())
+		log.Warn("ignoring signal to PID 1; POST "+protocol.PoweroffPath+" on the control port powers off", "signal", s.String())
 	}
 }
 
@@ -169,7 +177,8 @@ func runDev(log *slog.Logger, args []string) error {
 	configPath := fs.String("config", "", "agent config: a JSON file or a config disk image (required)")
 	codeDir := fs.String("code", ".", "the function's code directory")
 	runDir := fs.String("run", "", "directory for the http-mode bootstrap (default: a new temporary directory)")
-	listen := fs.String("listen", "127.0.0.1:"+strconv.Itoa(protocol.AgentPort), "address to serve on")
+	listen := fs.String("listen", "127.0.0.1:"+strconv.Itoa(protocol.AgentPort), "address to serve the function on")
+	controlListen := fs.String("control-listen", "127.0.0.1:"+strconv.Itoa(protocol.ControlPort), "address to serve the control operations on")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -207,12 +216,18 @@ func runDev(log *slog.Logger, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)
 	}
-	hs := newHTTPServer(log)
-	hs.Handler = srv
+	cln, err := net.Listen("tcp", *controlListen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listening on %s: %w", *controlListen, err)
+	}
+	hs, cs := newHTTPServer(log), newHTTPServer(log)
+	hs.Handler, cs.Handler = srv, srv.Control()
 	srv.Start(ctx)
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- hs.Serve(ln) }()
-	log.Info("agent serving", "function", cfg.Name, "addr", ln.Addr().String(), "mode", cfg.Mode)
+	go func() { served <- cs.Serve(cln) }()
+	log.Info("agent serving", "function", cfg.Name, "addr", ln.Addr().String(), "control_addr", cln.Addr().String(), "mode", cfg.Mode)
 
 	select {
 	case err := <-served:
@@ -221,7 +236,7 @@ func runDev(log *slog.Logger, args []string) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return errors.Join(hs.Shutdown(sctx), srv.Stop(sctx))
+	return errors.Join(hs.Shutdown(sctx), cs.Shutdown(sctx), srv.Stop(sctx))
 }
 
 // readConfigFile reads an agent config from a config disk image or a plain

@@ -9,7 +9,8 @@
 #     systemd, which mounts the code read-only (function.mount) and starts
 #     the agent (faas-agent.service);
 #   - the agent answers its health check and runs the function;
-#   - POST /_/poweroff ends the agent, systemd reboots, and the VM ends.
+#   - POST /poweroff on the control port ends the agent, systemd reboots,
+#     and the VM ends.
 #
 # What stands in for what: QEMU microvm under TCG for Firecracker, the
 # appliance's Debian kernel (FAAS_KERNEL_DIR) for Ignite's 5.10 kernel, and a
@@ -71,6 +72,7 @@ docker rm "$cid" >/dev/null
 
 log "copying in what the engine's copyFiles bring: agent, agent.json, code.ext4"
 secret=verify-$RANDOM$RANDOM
+control=control-$RANDOM$RANDOM
 mkdir -p "$work/code"
 cat >"$work/code/handler.sh" <<'EOF'
 # Runs in every runtime image: bash and coreutils only.
@@ -84,7 +86,7 @@ EOF
 mke2fs -q -t ext4 -L faas-code -d "$work/code" "$work/code.ext4" 16M
 install -D -m 0755 "$agent_bin" "$work/rootfs/usr/lib/faas/agent"
 install -D -m 0600 /dev/stdin "$work/rootfs/etc/faas/agent.json" <<EOF
-{"name":"verify","secret":"$secret","mode":"exec","runtime":"$runtime","handler":"handler.sh",
+{"name":"verify","secret":"$secret","controlSecret":"$control","mode":"exec","runtime":"$runtime","handler":"handler.sh",
  "command":["bash","handler.sh"],"timeout":"30s","network":{"address":"","gateway":"","dns":""}}
 EOF
 install -D -m 0444 "$work/code.ext4" "$work/rootfs/var/lib/faas/code.ext4"
@@ -135,6 +137,7 @@ chmod 0755 "$work/initrd/init"
 (cd "$work/initrd" && find . | cpio -o -H newc --quiet >"$work/initrd.cpio")
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 khz=$(awk -F: '/^cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo)
 log "booting under QEMU (TCG); console: $work/console.log"
 begin=$(date +%s%N)
@@ -143,7 +146,7 @@ qemu-system-x86_64 -M microvm,x-option-roms=off,isa-serial=on,rtc=on -accel tcg 
 	-kernel "$kernel_dir/vmlinux" -initrd "$work/initrd.cpio" \
 	-append "console=ttyS0 reboot=t panic=-1 tsc_early_khz=$khz tsc=reliable cryptomgr.notests" \
 	-drive "file=$work/rootfs.ext4,format=raw,if=none,id=root,cache=unsafe" -device virtio-blk-device,drive=root \
-	-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:8080" -device virtio-net-device,netdev=n0 \
+	-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:8080,hostfwd=tcp:127.0.0.1:$cport-:8081" -device virtio-net-device,netdev=n0 \
 	-chardev "file,id=con,path=$work/console.log" -serial chardev:con &
 qemu_pid=$!
 
@@ -153,14 +156,15 @@ fail() {
 	die "$*"
 }
 url=http://127.0.0.1:$port
+curl_control=http://127.0.0.1:$cport
 for _ in $(seq 1 600); do
 	kill -0 "$qemu_pid" 2>/dev/null || fail "the VM ended before its agent answered"
-	if [[ $(curl -s -o /dev/null -w '%{http_code}' -m 2 -H "X-Faas-Secret: $secret" "$url/_/health" || true) == 200 ]]; then
+	if [[ $(curl -s -o /dev/null -w '%{http_code}' -m 2 -H "X-Faas-Control: $control" "$curl_control/health" || true) == 200 ]]; then
 		break
 	fi
 	sleep 0.5
 done
-[[ $(curl -s -o /dev/null -w '%{http_code}' -m 2 -H "X-Faas-Secret: $secret" "$url/_/health" || true) == 200 ]] ||
+[[ $(curl -s -o /dev/null -w '%{http_code}' -m 2 -H "X-Faas-Control: $control" "$curl_control/health" || true) == 200 ]] ||
 	fail "the agent did not answer its health check within 300 s"
 log "agent healthy $(( ($(date +%s%N) - begin) / 1000000 )) ms after start"
 
@@ -169,10 +173,11 @@ log "function answered: $(echo "$out" | tr '\n' ' ')"
 for want in "body=hello ignite" "pid1=systemd" "function_mount=ext4 ro," "read_only=True"; do
 	grep -q "$want" <<<"$out" || fail "the answer lacks '$want'"
 done
-[[ $(curl -s -o /dev/null -w '%{http_code}' -m 2 "$url/_/health") == 403 ]] || fail "a request without the secret was not refused"
+[[ $(curl -s -o /dev/null -w '%{http_code}' -m 2 "$curl_control/health") == 403 ]] || fail "a control request without the control secret was not refused"
+[[ $(curl -s -o /dev/null -w '%{http_code}' -m 2 "$url/") == 403 ]] || fail "a request without the secret was not refused"
 
 log "powering off through the agent"
-curl -s -m 5 -X POST -H "X-Faas-Secret: $secret" "$url/_/poweroff" >/dev/null || true
+curl -s -m 5 -X POST -H "X-Faas-Control: $control" "$curl_control/poweroff" >/dev/null || true
 for _ in $(seq 1 240); do
 	kill -0 "$qemu_pid" 2>/dev/null || break
 	sleep 0.5

@@ -1,6 +1,14 @@
 // Package protocol is the only code shared by the host and the guest agent:
 // the agent's configuration, the disk labels that identify the guest's
 // block devices, and the HTTP contract between the host and the agent.
+//
+// The agent serves two listeners. The data listener (AgentPort) hands
+// every request, whatever its path or method, to the function; it is what
+// the gateway proxies /invoke to. The control listener (ControlPort) serves
+// the host's own operations (HealthPath, PoweroffPath) and nothing else.
+// Each has its own secret: the data secret travels with every invocation,
+// the control secret only from the engine and the controller to the
+// control port, so no client request can ever carry it.
 package protocol
 
 import (
@@ -13,20 +21,32 @@ import (
 
 // The agent's HTTP contract.
 const (
-	// AgentPort is the TCP port the agent listens on inside the guest.
+	// AgentPort is the TCP port of the agent's data listener inside the
+	// guest: every path and method goes to the function.
 	AgentPort = 8080
-	// SecretHeader carries the per-VM secret. The agent answers 403 to any
-	// request without the right value, so a guest cannot call another VM.
+	// ControlPort is the TCP port of the agent's control listener inside
+	// the guest: HealthPath and PoweroffPath, nothing else.
+	ControlPort = 8081
+	// SecretHeader carries the per-VM data secret (Config.Secret) on the
+	// data listener. The agent answers 403 to any request without the
+	// right value, so a guest cannot call another VM, and removes it
+	// before the function sees the request.
 	SecretHeader = "X-Faas-Secret"
+	// ControlHeader carries the per-VM control secret
+	// (Config.ControlSecret) on the control listener (403 without it). The
+	// data path never carries it and the gateway never learns it.
+	ControlHeader = "X-Faas-Control"
 	// AgentErrorHeader (value "1") marks a response whose body the agent
 	// wrote itself, always JSON {"error": "..."}: a bad secret, a handler
 	// that is not ready, timed out, crashed or exited non-zero. Responses
 	// produced by the handler never carry it.
 	AgentErrorHeader = "X-Faas-Agent-Error"
-	// HealthPath answers 200 when the handler is ready, 503 before.
-	HealthPath = "/_/health"
-	// PoweroffPath (POST) syncs, stops the handler and powers the VM off.
-	PoweroffPath = "/_/poweroff"
+	// HealthPath (GET, control listener) answers 200 when the handler is
+	// ready, 503 before.
+	HealthPath = "/health"
+	// PoweroffPath (POST, control listener) syncs, stops the handler and
+	// powers the VM off.
+	PoweroffPath = "/poweroff"
 	// CodeDir is where the function's code appears, read-only, in the guest.
 	CodeDir = "/function"
 )
@@ -65,8 +85,11 @@ const (
 type Config struct {
 	// Name of the function (for logs).
 	Name string `json:"name"`
-	// Secret every host request must carry in SecretHeader.
+	// Secret every request to the data listener must carry in SecretHeader.
 	Secret string `json:"secret"`
+	// ControlSecret every request to the control listener must carry in
+	// ControlHeader. It differs from Secret.
+	ControlSecret string `json:"controlSecret"`
 	// Mode is ModeExec or ModeHTTP.
 	Mode string `json:"mode"`
 	// Runtime names the bootstrap for ModeHTTP ("python3", "node").
@@ -119,6 +142,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Secret == "":
 		return errors.New("config: secret is empty")
+	case c.ControlSecret == "":
+		return errors.New("config: control secret is empty")
+	case c.ControlSecret == c.Secret:
+		return errors.New("config: the control secret must differ from the data secret")
 	case c.Mode != ModeExec && c.Mode != ModeHTTP:
 		return fmt.Errorf("config: mode %q is not %q or %q", c.Mode, ModeExec, ModeHTTP)
 	case c.Mode == ModeExec && len(c.Command) == 0:

@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -32,15 +34,28 @@ type Appliance struct {
 // New builds every part from cfg. Nothing runs a VM until functions are
 // synced (Watch does it); Close stops them all.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance, error) {
+	// The state dir holds every function's code, the VMs' config disks
+	// (their secrets) and console logs: only the appliance enters it (QEMU,
+	// running as VM users, gets its files as descriptors).
+	snapshots, err := stateDirs(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+
 	// Images: kernel, initramfs, and the cache runtime root filesystems
 	// and code snapshots go to.
 	kernel, err := image.LoadKernel(cfg.KernelDir)
 	if err != nil {
 		return nil, fmt.Errorf("guest kernel (FAAS_KERNEL_DIR; scripts/fetch-kernel.sh makes one): %w", err)
 	}
-	docker, err := image.DialDocker(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("docker engine (runtime images are built through it): %w", err)
+	// Without a Docker engine (its socket not mounted) the runtimes boot the
+	// root filesystems an earlier run made; nothing new can be built.
+	var docker image.Docker
+	if cli, err := image.DialDocker(ctx); err != nil {
+		log.Warn("no docker engine: functions run only the runtime root filesystems made earlier, and images named by image: cannot be read",
+			"err", err)
+	} else {
+		docker = cli
 	}
 	cache, err := image.New(image.Config{Dir: image.CacheDir(cfg.StateDir), Docker: docker, Logger: log})
 	if err != nil {
@@ -122,6 +137,39 @@ func (a *Appliance) Close() error {
 	}
 	a.log.Info("all VMs stopped")
 	return nil
+}
+
+// policy is the operator's policy as function validation applies it.
+func policy(cfg *config.Config) function.Policy {
+	return function.Policy{
+		AllowedImages:  cfg.PolicyAllowedImages,
+		MaxMemoryMB:    int64(cfg.PolicyMaxMemory) >> 20,
+		MaxCPUs:        cfg.PolicyMaxCPUs,
+		MaxReplicas:    cfg.PolicyMaxReplicas,
+		MaxConcurrency: cfg.PolicyMaxConcurrency,
+		MaxTimeout:     cfg.PolicyMaxTimeout,
+		AllowEgress:    cfg.AllowEgress(),
+	}
+}
+
+// stateDirs closes the state dir to everyone but the appliance and makes
+// the folder of the versions' snapshots, emptied of what a crashed run
+// left. It returns that folder.
+func stateDirs(stateDir string) (string, error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return "", fmt.Errorf("state dir (FAAS_STATE_DIR): %w", err)
+	}
+	if err := os.Chmod(stateDir, 0o700); err != nil {
+		return "", fmt.Errorf("state dir (FAAS_STATE_DIR): %w", err)
+	}
+	snapshots := filepath.Join(stateDir, "snapshots")
+	if err := os.RemoveAll(snapshots); err != nil {
+		return "", fmt.Errorf("clearing old snapshots: %w", err)
+	}
+	if err := os.Mkdir(snapshots, 0o700); err != nil {
+		return "", fmt.Errorf("snapshots dir: %w", err)
+	}
+	return snapshots, nil
 }
 
 // defaultMemory renders the default_memory setting for function.Defaults:

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/faasvm/appliance/internal/config"
+	"github.com/faasvm/appliance/internal/firewall"
 	"github.com/faasvm/appliance/internal/vm"
 	"github.com/faasvm/appliance/internal/vm/ignite"
 	"github.com/faasvm/appliance/internal/vm/qemu"
@@ -16,10 +17,20 @@ import (
 // Firecracker sandbox image and a KVM that really runs a guest are present
 // (auto), qemu otherwise. It returns the engine and why it was chosen.
 func chooseEngine(ctx context.Context, cfg *config.Config, kernel, initrd string, log *slog.Logger) (vm.Engine, string, error) {
-	qe, err := qemu.New(qemu.Config{
+	qcfg := qemu.Config{
 		QEMUPath: cfg.QEMUBin, Accel: cfg.Accel, StateDir: cfg.StateDir,
 		KeepLogsDir: filepath.Join(cfg.StateDir, "logs"), Logger: log,
-	})
+		UIDBase: cfg.VMUIDBase, UIDCount: cfg.VMUIDCount,
+	}
+	if cfg.VMUIDBase == 0 {
+		qcfg.UIDBase = -1 // QEMU runs as the appliance
+	}
+	fw, err := vmFirewall(cfg, qcfg, log)
+	if err != nil {
+		return nil, "", err
+	}
+	qcfg.Firewall = fw
+	qe, err := qemu.New(qcfg)
 	if err != nil {
 		return nil, "", err
 	}
@@ -54,4 +65,26 @@ func chooseEngine(ctx context.Context, cfg *config.Config, kernel, initrd string
 	}
 	log.Info("engine chosen", "engine", "ignite", "reason", why)
 	return ie, "ignite: " + why, nil
+}
+
+// vmFirewall builds the firewall that keeps the VM uids' connections off
+// the appliance (nil when QEMU does not run as VM users: then no uid tells
+// a VM's connections from the appliance's, and egress is refused). It is
+// installed at each boot; without NET_ADMIN or nft that fails, which only
+// VMs with egress refuse to boot over.
+func vmFirewall(cfg *config.Config, q qemu.Config, log *slog.Logger) (*firewall.Firewall, error) {
+	iso, egr, ok := q.UIDPools()
+	if !ok {
+		return nil, nil
+	}
+	deny, err := firewall.ParsePrefixes(cfg.EgressDeny)
+	if err != nil {
+		return nil, fmt.Errorf("egress_deny: %w", err)
+	}
+	return firewall.New(firewall.Config{
+		Isolated: firewall.Range{First: iso.First, Last: iso.Last},
+		Egress:   firewall.Range{First: egr.First, Last: egr.Last},
+		Deny:     deny,
+		Logger:   log,
+	})
 }

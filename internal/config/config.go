@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -114,6 +115,49 @@ type Config struct {
 	Queue int
 	// TargetUtilization is the busy fraction of slots that triggers a scale-up.
 	TargetUtilization float64
+
+	// Isolation: who QEMU runs as, where egress guests may not go, and the
+	// operator's policy for what a function folder may ask for.
+
+	// VMUIDBase is the first user ID QEMU runs as (one uid per VM, from
+	// two pools of VMUIDCount: without egress, then with); 0 runs QEMU as
+	// the appliance's own user.
+	VMUIDBase int
+	// VMUIDCount is the size of each pool: the most VMs of a kind at once.
+	VMUIDCount int
+	// EgressDeny lists IPv4 prefixes guests with egress may not reach,
+	// besides the appliance's own addresses, its gateways, its attached
+	// networks and link-local addresses, which they never reach.
+	EgressDeny []string
+	// PolicyAllowedImages are the patterns (* matches any run of
+	// characters) an image a function names must match; empty: functions
+	// boot only the shipped runtimes.
+	PolicyAllowedImages []string
+	// PolicyMaxMemory, PolicyMaxCPUs, PolicyMaxReplicas,
+	// PolicyMaxConcurrency and PolicyMaxTimeout bound what a function may
+	// ask for (its VM memory and vCPUs, min/maxReplicas, concurrency and
+	// invocation timeout).
+	PolicyMaxMemory      Size
+	PolicyMaxCPUs        int
+	PolicyMaxReplicas    int
+	PolicyMaxConcurrency int
+	PolicyMaxTimeout     time.Duration
+	// PolicyAllowEgress says whether a function may turn egress on:
+	// "auto" (as Egress says: a function may turn egress on only when the
+	// operator turned it on by default), "true" or "false".
+	PolicyAllowEgress string
+}
+
+// AllowEgress resolves PolicyAllowEgress: whether functions may have
+// egress at all.
+func (c *Config) AllowEgress() bool {
+	switch c.PolicyAllowEgress {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	return c.Egress
 }
 
 // Setting describes one setting, for documentation.
@@ -130,19 +174,25 @@ type Setting struct {
 type setting struct {
 	key     string
 	def     string
-	typ     string // flag type shown in help: string, duration, size, int, float, bool
+	typ     string // flag type shown in help: string, duration, size, int, float, bool, list
 	help    string
 	choices []string // when set, the value must be one of these
 	secret  bool     // never echo the value in errors or logs
 	// field returns the Config field the setting fills: *string,
-	// *time.Duration, *Size, *int, *float64, *bool or *slog.Level.
+	// *time.Duration, *Size, *int, *float64, *bool, *[]string or
+	// *slog.Level.
 	field func(c *Config) any
 	// check reports what is wrong with the parsed value, "" when nothing.
 	check func(c *Config) string
 }
 
-func (s *setting) env() string  { return "FAAS_" + strings.ToUpper(s.key) }
-func (s *setting) flag() string { return strings.ReplaceAll(s.key, "_", "-") }
+// A key with a dot is a setting of a YAML section ("policy.max_memory" is
+// max_memory under policy:); its env name and flag join the parts
+// (FAAS_POLICY_MAX_MEMORY, --policy-max-memory).
+func (s *setting) env() string {
+	return "FAAS_" + strings.ToUpper(strings.ReplaceAll(s.key, ".", "_"))
+}
+func (s *setting) flag() string { return strings.NewReplacer("_", "-", ".", "-").Replace(s.key) }
 
 // settings is the table every name, default, flag and check comes from.
 // Built by a function so that no package-level state exists.
@@ -171,7 +221,7 @@ func settings() []setting {
 			return ""
 		}
 	}
-	return []setting{
+	return append([]setting{
 		{key: "listen", def: ":8080", typ: "string", help: "host:port the gateway listens on",
 			field: func(c *Config) any { return &c.Listen }, check: checkListen},
 		{key: "functions_dir", def: "./functions", typ: "string", help: "folder with one sub-folder per function",
@@ -246,7 +296,84 @@ func settings() []setting {
 				}
 				return ""
 			}},
+	}, isolationSettings()...)
+}
+
+// isolationSettings are who QEMU runs as, where egress guests may not go,
+// and the operator's policy (the YAML section policy:).
+func isolationSettings() []setting {
+	atLeast := func(min int, f func(c *Config) int) func(c *Config) string {
+		return func(c *Config) string {
+			if f(c) < min {
+				return fmt.Sprintf("must be at least %d", min)
+			}
+			return ""
+		}
 	}
+	return []setting{
+		{key: "vm_uid_base", def: "40000", typ: "int", help: "first user id QEMU runs as, one per VM (0: the appliance's own user)",
+			field: func(c *Config) any { return &c.VMUIDBase }, check: func(c *Config) string {
+				if c.VMUIDBase < 0 || int64(c.VMUIDBase)+2*int64(max(c.VMUIDCount, 1)) > 1<<32-2 {
+					return "must be 0, or a uid leaving room for 2 x vm_uid_count ids"
+				}
+				return ""
+			}},
+		{key: "vm_uid_count", def: "1000", typ: "int", help: "user ids per pool (VMs without / with egress): the most VMs of a kind at once",
+			field: func(c *Config) any { return &c.VMUIDCount }, check: atLeast(1, func(c *Config) int { return c.VMUIDCount })},
+		{key: "egress_deny", def: "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10", typ: "list",
+			help:  "IPv4 prefixes egress guests may not reach besides local, link-local, gateway and attached networks (none: no more)",
+			field: func(c *Config) any { return &c.EgressDeny }, check: checkPrefixes},
+		{key: "policy.allowed_images", def: "", typ: "list",
+			help:  "image patterns (* any run of characters) a function's image: may match; empty: only the shipped runtimes",
+			field: func(c *Config) any { return &c.PolicyAllowedImages }, check: checkImagePatterns},
+		{key: "policy.max_memory", def: "2GB", typ: "size", help: "most VM memory a function may ask for",
+			field: func(c *Config) any { return &c.PolicyMaxMemory }, check: func(c *Config) string {
+				if c.PolicyMaxMemory < 64*MiB {
+					return "is below the 64MB a guest needs"
+				}
+				return ""
+			}},
+		{key: "policy.max_cpus", def: "4", typ: "int", help: "most vCPUs a function may ask for",
+			field: func(c *Config) any { return &c.PolicyMaxCPUs }, check: atLeast(1, func(c *Config) int { return c.PolicyMaxCPUs })},
+		{key: "policy.max_replicas", def: "10", typ: "int", help: "most replicas (minReplicas and maxReplicas) a function may ask for",
+			field: func(c *Config) any { return &c.PolicyMaxReplicas }, check: atLeast(1, func(c *Config) int { return c.PolicyMaxReplicas })},
+		{key: "policy.max_concurrency", def: "1000", typ: "int", help: "most in-flight requests per replica a function may ask for",
+			field: func(c *Config) any { return &c.PolicyMaxConcurrency }, check: atLeast(1, func(c *Config) int { return c.PolicyMaxConcurrency })},
+		{key: "policy.max_timeout", def: "15m", typ: "duration", help: "longest invocation timeout a function may ask for",
+			field: func(c *Config) any { return &c.PolicyMaxTimeout }, check: func(c *Config) string {
+				if c.PolicyMaxTimeout <= 0 {
+					return "must be a positive duration"
+				}
+				return ""
+			}},
+		{key: "policy.allow_egress", def: "auto", typ: "string", help: "may a function turn egress on: auto (only when egress is on by default), true or false",
+			choices: []string{"auto", "true", "false"},
+			field:   func(c *Config) any { return &c.PolicyAllowEgress }},
+	}
+}
+
+// checkPrefixes refuses egress_deny entries that are not IPv4 prefixes.
+func checkPrefixes(c *Config) string {
+	for _, p := range c.EgressDeny {
+		if pr, err := netip.ParsePrefix(p); err == nil && pr.Addr().Is4() {
+			continue
+		}
+		if a, err := netip.ParseAddr(p); err == nil && a.Is4() {
+			continue
+		}
+		return fmt.Sprintf("has %q, which is not an IPv4 address or prefix such as 10.0.0.0/8", p)
+	}
+	return ""
+}
+
+// checkImagePatterns refuses patterns no image reference can match.
+func checkImagePatterns(c *Config) string {
+	for _, p := range c.PolicyAllowedImages {
+		if strings.ContainsFunc(p, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsUpper(r) }) || strings.Trim(p, "*") == "" {
+			return fmt.Sprintf("has %q: a pattern is an image reference, lowercase, where * matches any run of characters (a bare * would allow every image: list them)", p)
+		}
+	}
+	return ""
 }
 
 // Settings lists every setting with its names, default and meaning.
@@ -352,7 +479,13 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 			v.Set(s.key, f.Value.String())
 			source[s.key] = "--" + s.flag()
 		}
-		val, err := scalar(v.Get(s.key))
+		var val string
+		var err error
+		if s.typ == "list" {
+			val, err = listValue(v.Get(s.key))
+		} else {
+			val, err = scalar(v.Get(s.key))
+		}
 		if err != nil {
 			problems = append(problems, fmt.Errorf("%s: %w", source[s.key], err))
 			continue
@@ -372,6 +505,13 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		problems = append(problems, fmt.Errorf("%s: %q is below min_replicas %d (from %s)",
 			source["max_replicas"], raw["max_replicas"], c.MinReplicas, source["min_replicas"]))
 	}
+	if len(problems) == 0 && c.Egress && c.PolicyAllowEgress == "false" {
+		problems = append(problems, fmt.Errorf("%s: %q contradicts egress true (from %s): functions would get egress by default yet may not have it",
+			source["policy.allow_egress"], raw["policy.allow_egress"], source["egress"]))
+	}
+	if len(problems) == 0 {
+		problems = append(problems, c.checkDefaultsWithinPolicy(source)...)
+	}
 	if len(problems) == 0 && c.Engine == EngineIgnite && c.Accel == AccelTCG {
 		problems = append(problems, fmt.Errorf("%s: %q cannot be used with engine %q (from %s): Firecracker needs KVM",
 			source["accel"], raw["accel"], c.Engine, source["engine"]))
@@ -380,6 +520,31 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		return nil, errors.Join(problems...)
 	}
 	return c, nil
+}
+
+// checkDefaultsWithinPolicy refuses defaults that the policy would make
+// every function that relies on them invalid.
+func (c *Config) checkDefaultsWithinPolicy(source map[string]string) []error {
+	var problems []error
+	over := func(key string, v, limit any, limitKey string) {
+		problems = append(problems, fmt.Errorf("%s: %v is over %s %v (from %s)", source[key], v, limitKey, limit, source[limitKey]))
+	}
+	if c.DefaultMemory > c.PolicyMaxMemory {
+		over("default_memory", c.DefaultMemory, c.PolicyMaxMemory, "policy.max_memory")
+	}
+	if c.DefaultCPUs > c.PolicyMaxCPUs {
+		over("default_cpus", c.DefaultCPUs, c.PolicyMaxCPUs, "policy.max_cpus")
+	}
+	if c.MaxReplicas > c.PolicyMaxReplicas {
+		over("max_replicas", c.MaxReplicas, c.PolicyMaxReplicas, "policy.max_replicas")
+	}
+	if c.Concurrency > c.PolicyMaxConcurrency {
+		over("concurrency", c.Concurrency, c.PolicyMaxConcurrency, "policy.max_concurrency")
+	}
+	if c.InvokeTimeout > c.PolicyMaxTimeout {
+		over("invoke_timeout", c.InvokeTimeout, c.PolicyMaxTimeout, "policy.max_timeout")
+	}
+	return problems
 }
 
 // readFile loads the YAML file at path into v and returns path, or ""
@@ -449,10 +614,27 @@ func (s *setting) parse(c *Config, val string) string {
 			return err.Error()
 		}
 		*f = n
+	case *[]string:
+		*f = parseList(val)
 	default:
 		panic(fmt.Sprintf("config: setting %s has unsupported field type %T", s.key, f))
 	}
 	return ""
+}
+
+// parseList splits a list setting: comma-separated, blanks ignored; the
+// single word none is the empty list (an empty variable counts as unset).
+func parseList(val string) []string {
+	out := []string{}
+	if strings.TrimSpace(val) == "none" {
+		return out
+	}
+	for _, item := range strings.Split(val, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // format renders s's Config field the way it would be written.
@@ -472,6 +654,8 @@ func (s *setting) format(c *Config) string {
 		return f.String()
 	case *Size:
 		return f.String()
+	case *[]string:
+		return strings.Join(*f, ",")
 	default:
 		panic(fmt.Sprintf("config: setting %s has unsupported field type %T", s.key, f))
 	}
@@ -492,6 +676,30 @@ func scalar(v any) (string, error) {
 	default:
 		return "", errors.New("is not a plain value (quote it)")
 	}
+}
+
+// listValue renders a list setting from any layer as comma-separated
+// text: a YAML list of plain values, or a string.
+func listValue(v any) (string, error) {
+	items, ok := v.([]any)
+	if !ok {
+		return scalar(v)
+	}
+	parts := make([]string, 0, len(items))
+	for _, it := range items {
+		s, err := scalar(it)
+		if err != nil {
+			return "", fmt.Errorf("list item: %w", err)
+		}
+		if strings.Contains(s, ",") {
+			return "", fmt.Errorf("list item %q holds a comma", s)
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 {
+		return "none", nil
+	}
+	return strings.Join(parts, ","), nil
 }
 
 // checkKeys rejects keys in the file that name no setting, so that a typo

@@ -43,7 +43,17 @@ func defaults() Config {
 		Concurrency:       8,
 		Queue:             64,
 		TargetUtilization: 0.7,
-	}
+	}.withIsolationDefaults()
+}
+
+// withIsolationDefaults sets the isolation block's defaults, by hand.
+func (c Config) withIsolationDefaults() Config {
+	c.VMUIDBase, c.VMUIDCount = 40000, 1000
+	c.EgressDeny = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"}
+	c.PolicyAllowedImages = []string{}
+	c.PolicyMaxMemory, c.PolicyMaxCPUs, c.PolicyMaxReplicas = 2*GiB, 4, 10
+	c.PolicyMaxConcurrency, c.PolicyMaxTimeout, c.PolicyAllowEgress = 1000, 15*time.Minute, "auto"
+	return c
 }
 
 func envOf(m map[string]string) func(string) string {
@@ -138,7 +148,7 @@ api_token: from-file
 				LogLevel: slog.LevelError, APIToken: "tok", Egress: true, InvokeTimeout: time.Second,
 				BootWait: 2 * time.Second, Debounce: 3 * time.Second, ShutdownTimeout: 4 * time.Second,
 				IdleTimeout: 5 * time.Second, MaxBody: MiB, DefaultMemory: GiB, DefaultCPUs: 4, MinReplicas: 0,
-				MaxReplicas: 5, Concurrency: 6, Queue: 0, TargetUtilization: 1}
+				MaxReplicas: 5, Concurrency: 6, Queue: 0, TargetUtilization: 1}.withIsolationDefaults()
 		}},
 		{name: "every flag name", args: []string{
 			"--listen=[::1]:2", "--functions-dir=/f", "--state-dir=/s", "--kernel-dir=/k", "--agent-bin=/a",
@@ -153,7 +163,46 @@ api_token: from-file
 				LogLevel: slog.LevelWarn, APIToken: "tok", Egress: true, InvokeTimeout: time.Second,
 				BootWait: 2 * time.Second, Debounce: 3 * time.Second, ShutdownTimeout: 4 * time.Second,
 				IdleTimeout: 5 * time.Second, MaxBody: KiB, DefaultMemory: 64 * MiB, DefaultCPUs: 2, MinReplicas: 2,
-				MaxReplicas: 3, Concurrency: 1, Queue: 7, TargetUtilization: 0.25}
+				MaxReplicas: 3, Concurrency: 1, Queue: 7, TargetUtilization: 0.25}.withIsolationDefaults()
+		}},
+		{name: "isolation and policy from the file", file: `
+vm_uid_base: 60000
+vm_uid_count: 50
+egress_deny: [10.0.0.0/8, 192.0.2.7]
+policy:
+  allowed_images: ["python:*", "registry.example.com/team/*"]
+  max_memory: 1GiB
+  max_cpus: 2
+  max_replicas: 3
+  max_concurrency: 16
+  max_timeout: 1m
+  allow_egress: true
+`, want: func(c *Config) {
+			c.VMUIDBase, c.VMUIDCount, c.EgressDeny = 60000, 50, []string{"10.0.0.0/8", "192.0.2.7"}
+			c.PolicyAllowedImages = []string{"python:*", "registry.example.com/team/*"}
+			c.PolicyMaxMemory, c.PolicyMaxCPUs, c.PolicyMaxReplicas = GiB, 2, 3
+			c.PolicyMaxConcurrency, c.PolicyMaxTimeout, c.PolicyAllowEgress = 16, time.Minute, "true"
+		}},
+		{name: "isolation and policy from the environment", env: map[string]string{
+			"FAAS_VM_UID_BASE": "0", "FAAS_EGRESS_DENY": "none", "FAAS_POLICY_ALLOWED_IMAGES": "python:*, node:*",
+			"FAAS_POLICY_MAX_MEMORY": "512MB", "FAAS_POLICY_MAX_CPUS": "1", "FAAS_POLICY_MAX_REPLICAS": "2",
+			"FAAS_POLICY_MAX_CONCURRENCY": "8", "FAAS_POLICY_MAX_TIMEOUT": "30s", "FAAS_POLICY_ALLOW_EGRESS": "false",
+			"FAAS_VM_UID_COUNT": "7",
+		}, want: func(c *Config) {
+			c.VMUIDBase, c.VMUIDCount, c.EgressDeny = 0, 7, []string{}
+			c.PolicyAllowedImages = []string{"python:*", "node:*"}
+			c.PolicyMaxMemory, c.PolicyMaxCPUs, c.PolicyMaxReplicas = 512*MiB, 1, 2
+			c.PolicyMaxConcurrency, c.PolicyMaxTimeout, c.PolicyAllowEgress = 8, 30*time.Second, "false"
+		}},
+		{name: "isolation and policy flags", args: []string{
+			"--vm-uid-base=50000", "--vm-uid-count=10", "--egress-deny=10.0.0.0/8", "--policy-allowed-images=python:*",
+			"--policy-max-memory=1GiB", "--policy-max-cpus=8", "--policy-max-replicas=20", "--policy-max-concurrency=5000",
+			"--policy-max-timeout=1h", "--policy-allow-egress=true",
+		}, want: func(c *Config) {
+			c.VMUIDBase, c.VMUIDCount, c.EgressDeny = 50000, 10, []string{"10.0.0.0/8"}
+			c.PolicyAllowedImages = []string{"python:*"}
+			c.PolicyMaxMemory, c.PolicyMaxCPUs, c.PolicyMaxReplicas = GiB, 8, 20
+			c.PolicyMaxConcurrency, c.PolicyMaxTimeout, c.PolicyAllowEgress = 5000, time.Hour, "true"
 		}},
 	}
 	for _, tt := range tests {
@@ -275,8 +324,29 @@ func TestLoadErrors(t *testing.T) {
 			want: `listen in FILE: is not a plain value (quote it)`},
 		{name: "all problems at once", env: map[string]string{"FAAS_ENGINE": "foo", "FAAS_QUEUE": "x"},
 			want: "FAAS_ENGINE: \"foo\" is not one of auto, qemu, ignite\nFAAS_QUEUE: \"x\" is not a whole number"},
-		{name: "unknown keys in file", file: "listne: :80\nqueue: 1\nboot: {wait: 1s}\n",
-			want: `config file FILE: unknown setting "boot.wait", "listne"`},
+		{name: "unknown keys in file", file: "listne: :80\nqueue: 1\nboot: {wait: 1s}\npolicy: {max_mem: 1GB}\n",
+			want: `config file FILE: unknown setting "boot.wait", "listne", "policy.max_mem"`},
+		{name: "egress default on but not allowed", env: map[string]string{"FAAS_EGRESS": "true", "FAAS_POLICY_ALLOW_EGRESS": "false"},
+			want: `FAAS_POLICY_ALLOW_EGRESS: "false" contradicts egress true (from FAAS_EGRESS): functions would get egress by default yet may not have it`},
+		{name: "allow egress not a choice", env: map[string]string{"FAAS_POLICY_ALLOW_EGRESS": "yes"},
+			want: `FAAS_POLICY_ALLOW_EGRESS: "yes" is not one of auto, true, false`},
+		{name: "defaults over the policy", env: map[string]string{
+			"FAAS_DEFAULT_MEMORY": "4GiB", "FAAS_DEFAULT_CPUS": "8", "FAAS_MAX_REPLICAS": "11", "FAAS_CONCURRENCY": "2000", "FAAS_INVOKE_TIMEOUT": "1h",
+		}, want: "FAAS_DEFAULT_MEMORY: 4GiB is over policy.max_memory 2GiB (from policy.max_memory (default))\n" +
+			"FAAS_DEFAULT_CPUS: 8 is over policy.max_cpus 4 (from policy.max_cpus (default))\n" +
+			"FAAS_MAX_REPLICAS: 11 is over policy.max_replicas 10 (from policy.max_replicas (default))\n" +
+			"FAAS_CONCURRENCY: 2000 is over policy.max_concurrency 1000 (from policy.max_concurrency (default))\n" +
+			"FAAS_INVOKE_TIMEOUT: 1h0m0s is over policy.max_timeout 15m0s (from policy.max_timeout (default))"},
+		{name: "bad egress deny", env: map[string]string{"FAAS_EGRESS_DENY": "10.0.0.0/8,example.com"},
+			want: `FAAS_EGRESS_DENY: "10.0.0.0/8,example.com" has "example.com", which is not an IPv4 address or prefix such as 10.0.0.0/8`},
+		{name: "image pattern allowing everything", file: "policy:\n  allowed_images: ['*']\n",
+			want: `policy.allowed_images in FILE: "*" has "*": a pattern is an image reference, lowercase, where * matches any run of characters (a bare * would allow every image: list them)`},
+		{name: "policy memory below a guest", env: map[string]string{"FAAS_POLICY_MAX_MEMORY": "32MB"},
+			want: `FAAS_POLICY_MAX_MEMORY: "32MB" is below the 64MB a guest needs`},
+		{name: "uid base negative", env: map[string]string{"FAAS_VM_UID_BASE": "-5"},
+			want: `FAAS_VM_UID_BASE: "-5" must be 0, or a uid leaving room for 2 x vm_uid_count ids`},
+		{name: "list item not plain", file: "egress_deny: [[1]]\n",
+			want: `egress_deny in FILE: list item: must be a single value, not a list or a map`},
 		{name: "bad yaml", file: "listen: [\n", want: `parsing config file FILE: `, prefix: true},
 		{name: "explicit missing file", args: []string{"--config", "DIR/missing.yaml"},
 			want: `reading config file: open DIR/missing.yaml: no such file or directory`},
@@ -349,11 +419,28 @@ func TestApplianceYAML(t *testing.T) {
 	text := string(b)
 	for _, s := range Settings() {
 		t.Run(s.Key, func(t *testing.T) {
-			line := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(s.Key) + `: (.*)$`).FindStringSubmatch(text)
+			// A dotted key is a setting of a section: "  leaf: " after
+			// "section:".
+			section, key, nested := strings.Cut(s.Key, ".")
+			in, indent := text, ""
+			if nested {
+				i := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(section) + `:\s*$`).FindStringIndex(text)
+				if i == nil {
+					t.Fatalf("%s: got no %s: section, want one holding %s", path, section, key)
+				}
+				in, indent = text[i[1]:], "  "
+			} else {
+				key = s.Key
+			}
+			line := regexp.MustCompile(`(?m)^` + indent + regexp.QuoteMeta(key) + `: (.*)$`).FindStringSubmatch(in)
 			if line == nil {
 				t.Fatalf("%s: got no %q entry, want one set to its default %q", path, s.Key, s.Default)
 			}
-			if v := strings.Trim(line[1], `"`); v != s.Default {
+			v := strings.Trim(line[1], `"`)
+			if strings.HasPrefix(v, "[") { // a YAML flow list
+				v = strings.NewReplacer("[", "", "]", "", " ", "", `"`, "").Replace(v)
+			}
+			if v != s.Default {
 				t.Errorf("%s: got %s: %s, want the default %q", path, s.Key, line[1], s.Default)
 			}
 			if want := fmt.Sprintf("env %s, --%s", s.Env, s.Flag); !strings.Contains(text, want) {
@@ -380,6 +467,9 @@ func TestSettingsNames(t *testing.T) {
 		"FAAS_API_TOKEN", "FAAS_EGRESS", "FAAS_INVOKE_TIMEOUT", "FAAS_BOOT_WAIT", "FAAS_DEBOUNCE",
 		"FAAS_SHUTDOWN_TIMEOUT", "FAAS_IDLE_TIMEOUT", "FAAS_MAX_BODY", "FAAS_DEFAULT_MEMORY", "FAAS_DEFAULT_CPUS",
 		"FAAS_MIN_REPLICAS", "FAAS_MAX_REPLICAS", "FAAS_CONCURRENCY", "FAAS_QUEUE", "FAAS_TARGET_UTILIZATION",
+		"FAAS_VM_UID_BASE", "FAAS_VM_UID_COUNT", "FAAS_EGRESS_DENY", "FAAS_POLICY_ALLOWED_IMAGES",
+		"FAAS_POLICY_MAX_MEMORY", "FAAS_POLICY_MAX_CPUS", "FAAS_POLICY_MAX_REPLICAS", "FAAS_POLICY_MAX_CONCURRENCY",
+		"FAAS_POLICY_MAX_TIMEOUT", "FAAS_POLICY_ALLOW_EGRESS",
 	}
 	var got []string
 	usage := Usage()

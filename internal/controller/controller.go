@@ -36,7 +36,8 @@ type Images interface {
 	// RootFS returns the read-only root filesystem image for a runtime, or
 	// for a user-named image when image is not empty.
 	RootFS(ctx context.Context, runtime, image string) (string, error)
-	// CodeDisk returns a read-only snapshot image of the folder.
+	// CodeDisk returns a read-only image of the folder dir (the
+	// controller passes a version's private snapshot).
 	CodeDisk(ctx context.Context, dir string) (string, error)
 }
 
@@ -82,7 +83,8 @@ type Options struct {
 
 // Prober checks one instance's health.
 type Prober interface {
-	// Probe returns nil when the agent at endpoint says it is healthy.
+	// Probe returns nil when the agent's control listener at endpoint,
+	// asked with the VM's control secret, says it is healthy.
 	Probe(ctx context.Context, endpoint, secret string) error
 }
 

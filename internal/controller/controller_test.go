@@ -65,10 +65,11 @@ type fakeMachine struct {
 
 var _ vm.Machine = (*fakeMachine)(nil)
 
-func (m *fakeMachine) ID() string         { return m.id }
-func (m *fakeMachine) Endpoint() string   { return "fake-endpoint-" + m.id }
-func (m *fakeMachine) ConsoleLog() string { return "" }
-func (m *fakeMachine) crash()             { m.exit <- errors.New("boom") }
+func (m *fakeMachine) ID() string              { return m.id }
+func (m *fakeMachine) Endpoint() string        { return "fake-endpoint-" + m.id }
+func (m *fakeMachine) ControlEndpoint() string { return "fake-control-" + m.id }
+func (m *fakeMachine) ConsoleLog() string      { return "" }
+func (m *fakeMachine) crash()                  { m.exit <- errors.New("boom") }
 func (m *fakeMachine) Wait(ctx context.Context) error {
 	select {
 	case err := <-m.exit:

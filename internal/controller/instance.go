@@ -32,7 +32,8 @@ type instance struct {
 	vm       *api.VM // the VM object it boots
 	version  string
 	spec     *function.Spec
-	secret   string
+	secret   string // the data secret: the gateway's requests carry it
+	control  string // the control secret: only health checks and the engine's poweroff
 	m        vm.Machine
 	state    string
 	inflight int
@@ -76,6 +77,10 @@ func (c *Controller) register(f *fn, spec *function.Spec) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	control, err := newSecret()
+	if err != nil {
+		return nil, err
+	}
 	v := vm.NewVM(f.name)
 	v.Spec.CPUs = spec.VM.Spec.CPUs
 	v.Spec.Memory = spec.VM.Spec.Memory
@@ -95,7 +100,7 @@ func (c *Controller) register(f *fn, spec *function.Spec) (*instance, error) {
 		v.Spec.Image.OCI = oci
 	}
 	in := &instance{
-		id: string(v.UID), vm: v, version: spec.Digest, spec: spec, secret: secret,
+		id: string(v.UID), vm: v, version: spec.Digest, spec: spec, secret: secret, control: control,
 		state: instBooting, drained: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	f.instances = append(f.instances, in)
@@ -108,15 +113,16 @@ func (c *Controller) register(f *fn, spec *function.Spec) (*instance, error) {
 func (c *Controller) start(f *fn, in *instance, d disks) error {
 	spec := in.spec
 	agent := protocol.Config{
-		Name:    f.name,
-		Secret:  in.secret,
-		Mode:    spec.Mode,
-		Runtime: spec.Runtime,
-		Handler: spec.Handler,
-		Command: spec.Command,
-		Env:     spec.Env,
-		Timeout: protocol.Duration(spec.Timeout),
-		Network: protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway},
+		Name:          f.name,
+		Secret:        in.secret,
+		ControlSecret: in.control,
+		Mode:          spec.Mode,
+		Runtime:       spec.Runtime,
+		Handler:       spec.Handler,
+		Command:       spec.Command,
+		Env:           spec.Env,
+		Timeout:       protocol.Duration(spec.Timeout),
+		Network:       protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway},
 	}
 	if spec.Egress {
 		agent.Network.DNS = protocol.GuestDNS
@@ -252,7 +258,7 @@ func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(c.life, c.opts.HealthTimeout)
-		err := c.opts.Prober.Probe(ctx, m.Endpoint(), in.secret)
+		err := c.opts.Prober.Probe(ctx, m.ControlEndpoint(), in.control)
 		cancel()
 		if err == nil {
 			failures = 0

@@ -81,6 +81,13 @@ func (c *Controller) reconcile(f *fn) {
 		c.fail(f, StateInvalid, fmt.Errorf("invalid function: %w", err))
 		return
 	}
+	// The version's snapshot: prepare makes the code disk from it; once
+	// this deploy is over nothing reads it (the disks are cached).
+	defer func() {
+		if err := spec.RemoveSnapshot(); err != nil {
+			log.Warn("removing the version's snapshot", "err", err)
+		}
+	}()
 	c.mu.Lock()
 	same := f.spec != nil && f.spec.Digest == spec.Digest && f.state != StateFailed && f.state != StateInvalid
 	// A new version takes over with as many ready replicas as the old one
@@ -115,13 +122,15 @@ func (c *Controller) reconcile(f *fn) {
 
 type disks struct{ rootfs, code string }
 
-// prepare builds (or finds cached) the disks a version boots from.
+// prepare builds (or finds cached) the disks a version boots from. The code
+// disk comes from the version's snapshot, the copy Load read, never from
+// the user's folder, which may have changed (or become a symlink) since.
 func (c *Controller) prepare(ctx context.Context, spec *function.Spec) (disks, error) {
 	rootfs, err := c.images.RootFS(ctx, spec.Runtime, spec.Image)
 	if err != nil {
 		return disks{}, fmt.Errorf("preparing root filesystem for runtime %s: %w", spec.Runtime, err)
 	}
-	code, err := c.images.CodeDisk(ctx, spec.Dir)
+	code, err := c.images.CodeDisk(ctx, spec.Snapshot)
 	if err != nil {
 		return disks{}, fmt.Errorf("snapshotting function code: %w", err)
 	}

@@ -458,11 +458,14 @@ func TestUnhealthyReplicaReplaced(t *testing.T) {
 			sick = m
 		}
 	}
-	eventually(t, "first health check", func() bool { return prober.secretFor(sick.Endpoint()) != "" })
-	if got, want := prober.secretFor(sick.Endpoint()), sick.spec.Agent.Secret; got != want {
-		t.Errorf("health check secret: got %q, want the VM's", got)
+	eventually(t, "first health check", func() bool { return prober.secretFor(sick.ControlEndpoint()) != "" })
+	if got, want := prober.secretFor(sick.ControlEndpoint()), sick.spec.Agent.ControlSecret; got != want || got == sick.spec.Agent.Secret {
+		t.Errorf("health check secret: got %q, want the VM's control secret, not its data secret", got)
 	}
-	prober.setSick(sick.Endpoint())
+	if got := prober.secretFor(sick.Endpoint()); got != "" {
+		t.Errorf("a health check went to the data endpoint (with %q), want only the control endpoint", got)
+	}
+	prober.setSick(sick.ControlEndpoint())
 	s := waitState(t, c, "sickly", func(s Status) bool { return s.Replicas.Ready == 1 && s.VMID != first })
 	if !strings.Contains(s.LastError, "health checks") {
 		t.Errorf("last error: got %q, want it to say the health checks failed", s.LastError)
@@ -481,6 +484,12 @@ func TestUnhealthyReplicaReplaced(t *testing.T) {
 	}
 	if in.VMID == first {
 		t.Errorf("a request went to the unhealthy VM")
+	}
+	for _, m := range e.running() {
+		if m.id == in.VMID && (in.Endpoint != m.Endpoint() || in.Secret != m.spec.Agent.Secret || in.Secret == m.spec.Agent.ControlSecret) {
+			t.Errorf("the gateway's instance: got endpoint %q secret %q, want the data endpoint %q and data secret only",
+				in.Endpoint, in.Secret, m.Endpoint())
+		}
 	}
 	in.Release(200)
 }

@@ -2,14 +2,23 @@
 // a VM must follow, so that the checks that validate a function and the
 // ones that snapshot it cannot drift apart:
 //
-//   - entries are visited in filepath.WalkDir order (lexical within a
-//     folder, a folder before what it holds) and symlinks are not followed;
+//   - the folder itself must be a folder, not a symlink to one, and is
+//     opened once: every later access goes through that handle (os.Root),
+//     so a folder swapped for a symlink mid-walk leads nowhere else;
+//   - entries are visited in lexical order, a folder before what it holds;
+//     symlinks are not followed;
 //   - only regular files, folders and symlinks are allowed; pipes, sockets
-//     and devices are refused;
+//     and devices are refused, and so are hard links (a regular file with
+//     more than one link could be a host file under another name);
 //   - a symlink's target must be relative and must stay inside the folder,
 //     both by its text and once resolved through any further links;
 //   - the bytes of regular files count against a size limit, both as the
-//     walk sees them and as they are read.
+//     walk sees them and as they are read; a file is read only if it is
+//     still the very file the walk saw.
+//
+// Copy takes the private snapshot a version is made from: the walk's
+// entries copied to a new folder with normalised modes, each file hashed as
+// it is copied.
 //
 // Rule violations are *Error values; other failures (I/O, a cancelled
 // context) are returned as they come, wrapped with %w.
@@ -26,6 +35,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Type classifies a folder entry.
@@ -68,13 +78,14 @@ func KindName(m fs.FileMode) string {
 // Entry is one file, folder or symlink below the walked root.
 type Entry struct {
 	Rel    string      // slash-separated path below the root
-	Path   string      // the entry's path on the host
+	Path   string      // the entry's path on the host (for messages)
 	Type   Type        // never Special: those are refused
 	Mode   fs.FileMode // as lstat reports it
 	Size   int64       // Regular: bytes, as the walk saw them
 	Target string      // Symlink: its target, checked to stay inside
 
-	root string // the walked folder, resolved: Hash opens the entry inside it
+	root *os.Root    // the walked folder: Hash opens the entry through it
+	info fs.FileInfo // lstat of the entry, to recognise it when read
 }
 
 // Walker walks folders and reads their files against one size budget. Its
@@ -91,57 +102,120 @@ type Walker struct {
 	read int64 // file bytes read by Hash
 }
 
-// Walk calls fn for every entry below root (root itself excluded) in
-// filepath.WalkDir order, after checking the entry against the rules; the
-// first violation stops the walk with an *Error. So does ctx, and any error
-// fn returns, which Walk returns unchanged. The caller checks that root is
-// a folder, and decides whether root itself may be a symlink.
-func (w *Walker) Walk(ctx context.Context, root string, fn func(Entry) error) error {
-	realRoot, err := filepath.EvalSymlinks(root)
+// OpenFolder opens the folder at path for a walk. It refuses a path whose
+// last element is a symlink, or that is not a folder, and one swapped
+// while it was being opened: what it returns is the folder that was there,
+// whatever happens to the path afterwards.
+func OpenFolder(path string) (*os.Root, error) {
+	lfi, err := os.Lstat(path)
 	if err != nil {
-		return fmt.Errorf("resolving %s: %w", root, err)
+		return nil, fmt.Errorf("reading folder: %w", err)
 	}
-	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	if err := rootKind(path, lfi); err != nil {
+		return nil, err
+	}
+	r, err := os.OpenRoot(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening folder: %w", err)
+	}
+	opened, err := r.Stat(".")
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("opening folder: %w", err)
+	}
+	// The path may have been a symlink (to anywhere) for the instant
+	// OpenRoot followed it: what was opened must be what lstat sees now.
+	after, err := os.Lstat(path)
+	if err == nil {
+		err = rootKind(path, after)
+	}
+	if err == nil && !os.SameFile(opened, after) {
+		err = &Error{Kind: ErrRootSwapped, Rel: "."}
+	}
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func rootKind(path string, fi fs.FileInfo) error {
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return &Error{Kind: ErrRootSymlink, Rel: ".", Target: path}
+	case !fi.IsDir():
+		return &Error{Kind: ErrRootNotFolder, Rel: ".", Target: path}
+	}
+	return nil
+}
+
+// Walk calls fn for every entry below root (root itself excluded) in
+// lexical order, a folder before what it holds, after checking the entry
+// against the rules; the first violation stops the walk with an *Error. So
+// does ctx, and any error fn returns, which Walk returns unchanged. root
+// must be a folder, not a symlink (see OpenFolder). Entries can be read
+// (Hash) only while fn runs.
+func (w *Walker) Walk(ctx context.Context, root string, fn func(Entry) error) error {
+	r, err := OpenFolder(root)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return fs.WalkDir(r.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if p == root {
+		if rel == "." {
 			return nil
 		}
-		rel, err := filepath.Rel(root, p)
+		// lstat through the root, not the listing's type: what is there now.
+		info, err := r.Lstat(filepath.FromSlash(rel))
 		if err != nil {
 			return err
 		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		e := Entry{Rel: filepath.ToSlash(rel), Path: p, Type: TypeOf(info.Mode()), Mode: info.Mode(), root: realRoot}
+		e := Entry{Rel: rel, Path: filepath.Join(root, filepath.FromSlash(rel)), Type: TypeOf(info.Mode()), Mode: info.Mode(), root: r, info: info}
 		switch e.Type {
 		case Special:
 			return &Error{Kind: ErrSpecial, Rel: e.Rel, Mode: e.Mode}
 		case Regular:
+			if links(info) > 1 {
+				return &Error{Kind: ErrHardLink, Rel: e.Rel, Links: links(info)}
+			}
 			e.Size = info.Size()
 			w.seen += e.Size
 			if w.MaxSize > 0 && w.seen > w.MaxSize {
 				return &Error{Kind: ErrTooLarge, Rel: e.Rel, Limit: w.MaxSize}
 			}
 		case Symlink:
-			if e.Target, err = w.checkSymlink(realRoot, p, e.Rel); err != nil {
+			if e.Target, err = w.checkSymlink(r, e.Rel); err != nil {
 				return err
 			}
 		}
-		return fn(e)
+		if err := fn(e); err != nil {
+			return err
+		}
+		if d.IsDir() && e.Type != Dir {
+			return fs.SkipDir // it was swapped for something else since the listing
+		}
+		return nil
 	})
 }
 
-// checkSymlink returns the target of the symlink at p, refusing one that is
-// absolute or leads outside realRoot, by its text or once resolved.
-func (w *Walker) checkSymlink(realRoot, p, rel string) (string, error) {
-	target, err := os.Readlink(p)
+// links is a file's hard link count (1 when unknown).
+func links(fi fs.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Nlink)
+	}
+	return 1
+}
+
+// checkSymlink returns the target of the symlink rel, refusing one that is
+// absolute or leads outside the root, by its text or once resolved.
+func (w *Walker) checkSymlink(r *os.Root, rel string) (string, error) {
+	target, err := r.Readlink(filepath.FromSlash(rel))
 	if err != nil {
 		return "", fmt.Errorf("reading symlink %s: %w", rel, err)
 	}
@@ -151,19 +225,21 @@ func (w *Walker) checkSymlink(realRoot, p, rel string) (string, error) {
 	if lexical := path.Join(path.Dir(rel), filepath.ToSlash(target)); outside(lexical, "/") {
 		return "", &Error{Kind: ErrOutside, Rel: rel, Target: target}
 	}
-	// Resolving catches what the text cannot, such as a link through
-	// another link to the folder itself ("self/..").
-	resolved, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		if w.AllowDangling && errors.Is(err, fs.ErrNotExist) {
+	// Resolving inside the root catches what the text cannot, such as a
+	// link through another link to the folder itself ("self/..").
+	_, err = r.Stat(filepath.FromSlash(rel))
+	switch {
+	case err == nil:
+		return target, nil
+	case errors.Is(err, fs.ErrNotExist):
+		if w.AllowDangling {
 			return target, nil // dangling, and its text stays inside
 		}
 		return "", &Error{Kind: ErrUnresolved, Rel: rel, Target: target, Err: err}
+	case strings.Contains(err.Error(), "escapes"):
+		return "", &Error{Kind: ErrOutside, Rel: rel, Target: target, Resolved: "outside the folder"}
 	}
-	if in, err := filepath.Rel(realRoot, resolved); err != nil || outside(in, string(filepath.Separator)) {
-		return "", &Error{Kind: ErrOutside, Rel: rel, Target: target, Resolved: resolved}
-	}
-	return target, nil
+	return "", &Error{Kind: ErrUnresolved, Rel: rel, Target: target, Err: err}
 }
 
 func outside(rel, sep string) bool {
@@ -173,23 +249,29 @@ func outside(rel, sep string) bool {
 // Hash reads the regular file e, writing its content to dst (when not nil)
 // as well as to the returned sha256, and returns the bytes read. It counts
 // them against MaxSize, failing with an *Error (ErrTooLarge) when the file
-// grew past what is left, and refuses what is no longer a regular file (a
-// pipe swapped in since the walk would block the read). The file is opened
-// inside the walked folder (os.OpenInRoot): a file or folder swapped for a
-// symlink leading outside since the walk is refused, not followed.
+// grew past what is left. It reads through the walk's handle on the folder
+// and only the very file the walk saw: one swapped since (for a symlink, a
+// pipe, another file, a hard link) is refused, not followed. Call it from
+// Walk's fn.
 func (w *Walker) Hash(e Entry, dst io.Writer) (sum [32]byte, n int64, err error) {
-	if e.root == "" {
+	if e.root == nil || e.info == nil {
 		return sum, 0, fmt.Errorf("reading %s: not an entry from Walk", e.Rel)
 	}
-	f, err := os.OpenInRoot(e.root, filepath.FromSlash(e.Rel))
+	f, err := e.root.OpenFile(filepath.FromSlash(e.Rel), os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO swapped in must not block the open
 	if err != nil {
 		return sum, 0, fmt.Errorf("reading %s: %w", e.Rel, err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
 		return sum, 0, fmt.Errorf("reading %s: %w", e.Rel, err)
-	} else if !fi.Mode().IsRegular() {
+	case !fi.Mode().IsRegular():
 		return sum, 0, fmt.Errorf("reading %s: no longer a regular file", e.Rel)
+	case !os.SameFile(fi, e.info):
+		return sum, 0, fmt.Errorf("reading %s: replaced by another file since the walk", e.Rel)
+	case links(fi) > 1:
+		return sum, 0, &Error{Kind: ErrHardLink, Rel: e.Rel, Links: links(fi)}
 	}
 	var r io.Reader = f
 	if w.MaxSize > 0 {
@@ -216,11 +298,15 @@ func (w *Walker) Hash(e Entry, dst io.Writer) (sum [32]byte, n int64, err error)
 type ErrorKind uint8
 
 const (
-	ErrSpecial    ErrorKind = iota + 1 // not a file, folder or symlink
-	ErrAbsolute                        // symlink with an absolute target
-	ErrOutside                         // symlink leading outside the folder
-	ErrUnresolved                      // symlink that does not resolve
-	ErrTooLarge                        // file content over the size limit
+	ErrSpecial       ErrorKind = iota + 1 // not a file, folder or symlink
+	ErrAbsolute                           // symlink with an absolute target
+	ErrOutside                            // symlink leading outside the folder
+	ErrUnresolved                         // symlink that does not resolve
+	ErrTooLarge                           // file content over the size limit
+	ErrHardLink                           // regular file with more than one link
+	ErrRootSymlink                        // the folder itself is a symlink
+	ErrRootNotFolder                      // the folder is not a folder
+	ErrRootSwapped                        // the folder was replaced while being opened
 )
 
 // Error is a rule an entry broke. Its message is meant for the user;
@@ -232,6 +318,7 @@ type Error struct {
 	Target   string      // symlink kinds: the link's target
 	Resolved string      // ErrOutside found by resolving: where it leads
 	Limit    int64       // ErrTooLarge: the size limit
+	Links    uint64      // ErrHardLink: the link count
 	Err      error       // ErrUnresolved: why it did not resolve
 }
 
@@ -247,6 +334,14 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("symlink %s -> %s does not resolve to anything inside the folder", e.Rel, e.Target)
 	case ErrTooLarge:
 		return fmt.Sprintf("folder holds more than the %d bytes a function may have (at %s)", e.Limit, e.Rel)
+	case ErrHardLink:
+		return fmt.Sprintf("%s is a hard link (%d names for one file); a function folder may hold only files of its own: copy it instead", e.Rel, e.Links)
+	case ErrRootSymlink:
+		return fmt.Sprintf("%s is a symlink; a function must be a real folder (copy it or bind-mount it instead)", e.Target)
+	case ErrRootNotFolder:
+		return fmt.Sprintf("%s is not a folder", e.Target)
+	case ErrRootSwapped:
+		return "the folder was replaced while it was being read; try again once it is in place"
 	}
 	return fmt.Sprintf("%s breaks a folder rule", e.Rel)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -195,6 +196,19 @@ func TestWalkRefuses(t *testing.T) {
 			wantMsg: "sock is a socket;",
 		},
 		{
+			name: "hard link",
+			prepare: func(t *testing.T, dir string) {
+				if err := os.WriteFile(filepath.Join(dir, "one"), []byte("x"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Link(filepath.Join(dir, "one"), filepath.Join(t.TempDir(), "elsewhere")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:    Error{Kind: ErrHardLink, Rel: "one"},
+			wantMsg: "one is a hard link (2 names for one file)",
+		},
+		{
 			name:    "over the size limit",
 			files:   map[string]string{"a": "123456", "b": "12345"},
 			maxSize: 10,
@@ -244,6 +258,40 @@ func TestWalkStops(t *testing.T) {
 	}
 }
 
+// hashOne walks dir and hashes the entry rel from inside the walk, after
+// before (nil: nothing) has run.
+func hashOne(t *testing.T, w *Walker, dir, rel string, before func(), dst *bytes.Buffer) ([32]byte, int64, error) {
+	t.Helper()
+	var (
+		sum   [32]byte
+		n     int64
+		err   error
+		found bool
+	)
+	werr := w.Walk(context.Background(), dir, func(e Entry) error {
+		if e.Rel != rel {
+			return nil
+		}
+		found = true
+		if before != nil {
+			before()
+		}
+		var out io.Writer
+		if dst != nil {
+			out = dst
+		}
+		sum, n, err = w.Hash(e, out)
+		return nil
+	})
+	if werr != nil {
+		t.Fatalf("Walk: %v", werr)
+	}
+	if !found {
+		t.Fatalf("Walk: no entry %s", rel)
+	}
+	return sum, n, err
+}
+
 func TestHash(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -260,13 +308,19 @@ func TestHash(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			w := &Walker{MaxSize: tt.maxSize}
+			p := filepath.Join(dir, "f")
 			for i, content := range tt.files {
-				p := filepath.Join(dir, "f")
-				if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+				if err := os.WriteFile(p, []byte(""), 0o644); err != nil {
 					t.Fatal(err)
 				}
 				var copied bytes.Buffer
-				sum, n, err := w.Hash(Entry{Rel: "f", Path: p, Type: Regular, root: dir}, &copied)
+				// The file grows after the walk saw it empty.
+				grow := func() {
+					if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				sum, n, err := hashOne(t, w, dir, "f", grow, &copied)
 				if i == tt.wantErr {
 					var rule *Error
 					if !errors.As(err, &rule) || rule.Kind != ErrTooLarge || rule.Limit != tt.maxSize {
@@ -288,37 +342,45 @@ func TestHash(t *testing.T) {
 	}
 }
 
-func TestHashRefusesNonRegular(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "f")
-	mkfifo(t, p)
-	// O_RDONLY on a FIFO blocks until a writer opens it; give it one.
-	go func() {
-		if f, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
-			f.Close()
-		}
-	}()
-	if _, _, err := (&Walker{}).Hash(Entry{Rel: "f", Path: p, Type: Regular, root: dir}, nil); err == nil || !strings.Contains(err.Error(), "no longer a regular file") {
-		t.Errorf("got %v, want a refusal naming the file no longer regular", err)
+func TestHashOutsideWalk(t *testing.T) {
+	if _, _, err := (&Walker{}).Hash(Entry{Rel: "f"}, nil); err == nil || !strings.Contains(err.Error(), "not an entry from Walk") {
+		t.Errorf("got %v, want a refusal", err)
 	}
 }
 
-// TestHashRefusesSwapToOutside swaps a walked file, and the folder holding
-// another, for symlinks leading outside: Hash must not read through them.
-func TestHashRefusesSwapToOutside(t *testing.T) {
+// TestHashRefusesSwaps replaces a walked file between the walk seeing it
+// and reading it: for a pipe, for a symlink leading outside or inside, for
+// a hard link; its folder for a symlink leading outside. Hash must read
+// none of them.
+func TestHashRefusesSwaps(t *testing.T) {
 	outsideDir := t.TempDir()
 	secret := filepath.Join(outsideDir, "secret")
 	if err := os.WriteFile(secret, []byte("TOP SECRET"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name string
-		rel  string // the walked file to read
-		swap string // what is replaced by a symlink to outside
-		to   string
+		name    string
+		rel     string // the walked file to read
+		swap    func(t *testing.T, dir string)
+		wantMsg string
 	}{
-		{name: "file swapped", rel: "a.txt", swap: "a.txt", to: secret},
-		{name: "folder swapped", rel: "sub/secret", swap: "sub", to: outsideDir},
+		{name: "file swapped for a symlink outside", rel: "a.txt", swap: func(t *testing.T, dir string) {
+			replace(t, filepath.Join(dir, "a.txt"), func(p string) error { return os.Symlink(secret, p) })
+		}},
+		{name: "file swapped for a symlink inside", rel: "a.txt", swap: func(t *testing.T, dir string) {
+			replace(t, filepath.Join(dir, "a.txt"), func(p string) error { return os.Symlink("sub/secret", p) })
+		}, wantMsg: "replaced by another file"},
+		{name: "file swapped for a pipe", rel: "a.txt", swap: func(t *testing.T, dir string) {
+			replace(t, filepath.Join(dir, "a.txt"), func(p string) error { return syscall.Mkfifo(p, 0o644) })
+		}, wantMsg: "no longer a regular file"},
+		{name: "file hard-linked after the walk", rel: "a.txt", swap: func(t *testing.T, dir string) {
+			if err := os.Link(filepath.Join(dir, "a.txt"), filepath.Join(outsideDir, "alias")); err != nil {
+				t.Fatal(err)
+			}
+		}, wantMsg: "hard link"},
+		{name: "folder swapped for a symlink outside", rel: "sub/secret", swap: func(t *testing.T, dir string) {
+			replace(t, filepath.Join(dir, "sub"), func(p string) error { return os.Symlink(outsideDir, p) })
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -332,27 +394,130 @@ func TestHashRefusesSwapToOutside(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			w := &Walker{}
-			var target Entry
-			if err := w.Walk(context.Background(), dir, func(e Entry) error {
-				if e.Rel == tt.rel {
-					target = e
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.RemoveAll(filepath.Join(dir, tt.swap)); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Symlink(tt.to, filepath.Join(dir, tt.swap)); err != nil {
-				t.Fatal(err)
-			}
 			var got bytes.Buffer
-			if _, _, err := w.Hash(target, &got); err == nil || strings.Contains(got.String(), "SECRET") {
-				t.Errorf("Hash after the swap: got %v and %q, want a refusal and nothing read", err, got.String())
+			_, _, err := hashOne(t, &Walker{}, dir, tt.rel, func() { tt.swap(t, dir) }, &got)
+			if err == nil || strings.Contains(got.String(), "SECRET") || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("Hash after the swap: got %v and %q, want a refusal (%q) and nothing read", err, got.String(), tt.wantMsg)
 			}
 		})
+	}
+}
+
+// replace removes p and makes something else there with mk.
+func replace(t *testing.T, p string, mk func(string) error) {
+	t.Helper()
+	if err := os.RemoveAll(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := mk(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWalkFolderSwappedMidWalk swaps a folder the walk has listed but not
+// yet entered for a symlink to an outside folder: the walk must see the
+// symlink (and refuse it), never what is outside.
+func TestWalkFolderSwappedMidWalk(t *testing.T) {
+	outsideDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outsideDir, "secret"), []byte("TOP SECRET"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := build(t, map[string]string{"a": "first", "z/inner": "x"})
+	var seen []string
+	err := (&Walker{}).Walk(context.Background(), dir, func(e Entry) error {
+		seen = append(seen, e.Rel)
+		if e.Rel == "a" {
+			replace(t, filepath.Join(dir, "z"), func(p string) error { return os.Symlink(outsideDir, p) })
+		}
+		return nil
+	})
+	var rule *Error
+	if !errors.As(err, &rule) || rule.Kind != ErrAbsolute || rule.Rel != "z" {
+		t.Errorf("Walk: got %v, want the swapped-in symlink refused", err)
+	}
+	for _, s := range seen {
+		if strings.Contains(s, "secret") {
+			t.Errorf("the walk listed %s from outside the folder", s)
+		}
+	}
+}
+
+func TestOpenFolder(t *testing.T) {
+	real := build(t, map[string]string{"f": "x"})
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		path string
+		want ErrorKind
+	}{
+		{"a folder", real, 0},
+		{"a symlink to a folder", link, ErrRootSymlink},
+		{"a file", filepath.Join(real, "f"), ErrRootNotFolder},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := OpenFolder(tt.path)
+			if tt.want == 0 {
+				if err != nil {
+					t.Fatalf("OpenFolder: %v", err)
+				}
+				r.Close()
+				return
+			}
+			var rule *Error
+			if !errors.As(err, &rule) || rule.Kind != tt.want {
+				t.Errorf("OpenFolder: got %v, want kind %d", err, tt.want)
+			}
+			if err := (&Walker{}).Walk(context.Background(), tt.path, func(Entry) error { return nil }); !errors.As(err, &rule) || rule.Kind != tt.want {
+				t.Errorf("Walk: got %v, want kind %d", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCopy(t *testing.T) {
+	src := build(t, map[string]string{"run.sh": "#!/bin/sh\n", "lib/u.py": "X = 1\n", "alias": "->lib/u.py", "lib/empty/": ""})
+	for p, m := range map[string]os.FileMode{"run.sh": 0o700, "lib/u.py": 0o600, "lib": 0o700} {
+		if err := os.Chmod(filepath.Join(src, p), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := t.TempDir()
+	got, err := (&Walker{}).Copy(context.Background(), src, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Copied{
+		{Rel: "alias", Type: Symlink, Mode: fs.ModeSymlink | 0o777, Target: "lib/u.py"},
+		{Rel: "lib", Type: Dir, Mode: fs.ModeDir | 0o755},
+		{Rel: "lib/empty", Type: Dir, Mode: fs.ModeDir | 0o755},
+		{Rel: "lib/u.py", Type: Regular, Mode: 0o644, Size: 6, Sum: sha256.Sum256([]byte("X = 1\n"))},
+		{Rel: "run.sh", Type: Regular, Mode: 0o755, Size: 10, Sum: sha256.Sum256([]byte("#!/bin/sh\n"))},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Copy: got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("entry %d: got %+v, want %+v", i, got[i], want[i])
+		}
+		fi, err := os.Lstat(filepath.Join(dst, filepath.FromSlash(want[i].Rel)))
+		if err != nil || fi.Mode() != want[i].Mode {
+			t.Errorf("%s in the copy: got %v, %v; want mode %v", want[i].Rel, fi.Mode(), err, want[i].Mode)
+		}
+	}
+	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("the copy's root: got %v, %v; want 0755", fi.Mode(), err)
+	}
+	// The copy stays what it was.
+	if err := os.WriteFile(filepath.Join(src, "lib/u.py"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "lib/u.py")); string(b) != "X = 1\n" {
+		t.Errorf("the copy changed with the source: %q", b)
 	}
 }
 

@@ -50,7 +50,9 @@
 package function
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -81,6 +83,12 @@ type Defaults struct {
 	TargetUtilization float64
 	// MaxSize bounds the bytes of file content in a folder (<= 0: no limit).
 	MaxSize int64
+	// SnapshotDir is where Load makes each version's private copy of the
+	// folder ("": the system's temporary directory). It should be on a
+	// disk only the appliance writes.
+	SnapshotDir string
+	// Policy is what the operator lets a folder ask for.
+	Policy Policy
 }
 
 // Scale is how many instances of a function may run and when to add some.
@@ -99,9 +107,14 @@ type Scale struct {
 
 // Spec is one validated function folder.
 type Spec struct {
-	Name    string // the folder's name
-	Dir     string // the folder, as passed to Load
-	Runtime string // RuntimePython3, RuntimeNode or RuntimeBash
+	Name string // the folder's name
+	Dir  string // the folder, as passed to Load (for messages: never read again)
+	// Snapshot is the version's private, read-only copy of the folder,
+	// taken once at the start of Load: the manifest, the handler, the
+	// digest and the code disk all come from it. The caller removes it
+	// with RemoveSnapshot once nothing reads it any more.
+	Snapshot string
+	Runtime  string // RuntimePython3, RuntimeNode or RuntimeBash
 	// Image replaces the runtime's image as the root filesystem when set.
 	Image   string
 	Handler string   // slash-separated path relative to Dir
@@ -126,6 +139,18 @@ type Spec struct {
 	Warnings []string
 }
 
+// RemoveSnapshot deletes the snapshot; it is safe to call twice.
+func (s *Spec) RemoveSnapshot() error {
+	if s.Snapshot == "" {
+		return nil
+	}
+	err := os.RemoveAll(s.Snapshot)
+	if err == nil {
+		s.Snapshot = ""
+	}
+	return err
+}
+
 // Version is the short form of Digest shown to users (12 hex digits).
 func (s *Spec) Version() string {
 	if len(s.Digest) < 12 {
@@ -140,9 +165,15 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // appliance's VM template (nil: Ignite's defaults); engine (EngineQEMU or
 // EngineIgnite) decides which VM config fields are reported as ignored.
 //
+// Load first copies the folder into a private snapshot (see Spec.Snapshot
+// and snapshotTree) and reads only the copy from then on, so a folder that
+// changes, or is swapped for a symlink, while a version is made cannot
+// give that version content from elsewhere. On success the caller owns the
+// snapshot (Spec.RemoveSnapshot); on failure there is none.
+//
 // Errors name the function. Those that say the folder is invalid match
-// ErrInvalid; a folder that does not exist gives an error matching
-// fs.ErrNotExist.
+// ErrInvalid (those outside the operator's policy too); a folder that does
+// not exist gives an error matching fs.ErrNotExist.
 func Load(dir string, d Defaults, template *api.VM, engine string) (*Spec, error) {
 	name := filepath.Base(filepath.Clean(dir))
 	if err := ValidateName(name); err != nil {
@@ -154,23 +185,29 @@ func Load(dir string, d Defaults, template *api.VM, engine string) (*Spec, error
 	if err := d.validate(); err != nil {
 		return nil, fmt.Errorf("function %s: %w", name, err)
 	}
-	s, err := load(dir, name, d, template, engine)
+	snap, err := os.MkdirTemp(d.SnapshotDir, "snapshot-"+name+"-")
 	if err != nil {
+		return nil, fmt.Errorf("function %s: making its snapshot: %w", name, err)
+	}
+	s, err := load(context.Background(), dir, snap, name, d, template, engine)
+	if err != nil {
+		os.RemoveAll(snap)
 		return nil, fmt.Errorf("function %s: %w", name, err)
 	}
 	return s, nil
 }
 
-func load(dir, name string, d Defaults, template *api.VM, engine string) (*Spec, error) {
-	t, err := scanTree(dir, d.MaxSize)
+func load(ctx context.Context, src, snap, name string, d Defaults, template *api.VM, engine string) (*Spec, error) {
+	t, err := snapshotTree(ctx, src, snap, d.MaxSize)
 	if err != nil {
 		return nil, err
 	}
+	dir := t.dir // the snapshot: from here on, nothing reads src
 	mfile, m, err := readManifest(t)
 	if err != nil {
 		return nil, err
 	}
-	s := &Spec{Name: name, Dir: dir, Digest: t.digest, Size: t.size}
+	s := &Spec{Name: name, Dir: src, Snapshot: snap, Digest: t.digest, Size: t.size}
 
 	if s.Mode, err = resolveMode(mfile, m.Mode); err != nil {
 		return nil, err
@@ -205,6 +242,9 @@ func load(dir, name string, d Defaults, template *api.VM, engine string) (*Spec,
 		if _, err := reference.ParseDockerRef(s.Image); err != nil {
 			return nil, invalidf("%s: image %q: %v", mfile, s.Image, err)
 		}
+		if err := d.Policy.checkImage(mfile, s.Image); err != nil {
+			return nil, err
+		}
 	}
 	s.Timeout = d.Timeout
 	if m.Timeout != "" {
@@ -222,6 +262,11 @@ func load(dir, name string, d Defaults, template *api.VM, engine string) (*Spec,
 	s.Egress = d.Egress
 	if m.Egress != nil {
 		s.Egress = *m.Egress
+	}
+	if s.Egress {
+		if err := d.Policy.checkEgress(mfile, d); err != nil {
+			return nil, err
+		}
 	}
 	if s.Scale, err = resolveScale(mfile, m, d); err != nil {
 		return nil, err
@@ -249,6 +294,9 @@ func load(dir, name string, d Defaults, template *api.VM, engine string) (*Spec,
 		return nil, err
 	}
 	if s.VM, err = mergeVM(name, template, d, vc, memory, cpus); err != nil {
+		return nil, err
+	}
+	if err := d.Policy.checkLimits(s, mfile, origin(memory != nil, mfile, vc, "memory"), origin(cpus > 0, mfile, vc, "cpus")); err != nil {
 		return nil, err
 	}
 	s.Warnings = append(s.Warnings, vmWarnings(vc, engine)...)

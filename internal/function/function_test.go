@@ -73,7 +73,7 @@ func TestIsCandidate(t *testing.T) {
 }
 
 func TestLoadDefaults(t *testing.T) {
-	d := testDefaults()
+	d := testDefaults(t)
 	d.Memory = "256MB"
 	d.CPUs = 2
 	dir := makeFunc(t, "plain", map[string]string{"handler.py": "print('hi')\n"})
@@ -133,7 +133,7 @@ idleTimeout: 2m
 targetUtilization: 0.5
 `,
 	})
-	s, err := Load(dir, testDefaults(), nil, EngineQEMU)
+	s, err := Load(dir, testDefaults(t), nil, EngineQEMU)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -247,7 +247,7 @@ func TestLoadManifestErrors(t *testing.T) {
 				files[k] = v
 			}
 			dir := makeFunc(t, "broken", files)
-			_, err := Load(dir, testDefaults(), nil, EngineQEMU)
+			_, err := Load(dir, testDefaults(t), nil, EngineQEMU)
 			if err == nil {
 				t.Fatalf("Load: got no error, want %q", tt.want)
 			}
@@ -278,7 +278,7 @@ func TestEgress(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := testDefaults()
+			d := testDefaults(t)
 			d.Egress = tt.def
 			dir := makeFunc(t, "egress", map[string]string{"handler.py": "", "function.yaml": tt.manifest})
 			s, err := Load(dir, d, nil, EngineQEMU)
@@ -313,7 +313,7 @@ func TestLoadManifestVariants(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := makeFunc(t, "variant", map[string]string{"handler.py": "print(1)\n", tt.file: tt.manifest})
-			s, err := Load(dir, testDefaults(), nil, EngineQEMU)
+			s, err := Load(dir, testDefaults(t), nil, EngineQEMU)
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
@@ -387,7 +387,7 @@ func TestInference(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := makeFunc(t, "infer", tt.files)
-			s, err := Load(dir, testDefaults(), nil, EngineQEMU)
+			s, err := Load(dir, testDefaults(t), nil, EngineQEMU)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
@@ -423,7 +423,7 @@ func TestHTTPHandlerWarnings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.files["function.yaml"] = "mode: http\n"
-			s, err := Load(makeFunc(t, "warn", tt.files), testDefaults(), nil, EngineQEMU)
+			s, err := Load(makeFunc(t, "warn", tt.files), testDefaults(t), nil, EngineQEMU)
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
@@ -465,7 +465,7 @@ func TestLoadFolderErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := testDefaults()
+			d := testDefaults(t)
 			if tt.d != nil {
 				tt.d(&d)
 			}
@@ -505,7 +505,7 @@ func TestSymlinks(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := makeFunc(t, "links", tt.files)
-			_, err := Load(dir, testDefaults(), nil, EngineQEMU)
+			_, err := Load(dir, testDefaults(t), nil, EngineQEMU)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("Load: %v", err)
@@ -527,7 +527,7 @@ func TestSpecialFileRefused(t *testing.T) {
 	if err := syscall.Mkfifo(filepath.Join(dir, "pipe"), 0o644); err != nil {
 		t.Fatalf("mkfifo: %v", err)
 	}
-	_, err := Load(dir, testDefaults(), nil, EngineQEMU)
+	_, err := Load(dir, testDefaults(t), nil, EngineQEMU)
 	if err == nil || !strings.Contains(err.Error(), "pipe is a named pipe") {
 		t.Fatalf("got error %v, want one naming the pipe", err)
 	}
@@ -550,7 +550,7 @@ func TestSizeLimit(t *testing.T) {
 				"handler.py":  strings.Repeat("#", 30),
 				"data/blob.x": strings.Repeat("x", 30),
 			})
-			d := testDefaults()
+			d := testDefaults(t)
 			d.MaxSize = tt.maxSize
 			_, err := Load(dir, d, nil, EngineQEMU)
 			if tt.wantErr {
@@ -570,7 +570,7 @@ func TestDigest(t *testing.T) {
 	base := map[string]string{"handler.py": "print(1)\n", "lib/util.py": "X = 1\n"}
 	load := func(t *testing.T, dir string) string {
 		t.Helper()
-		s, err := Load(dir, testDefaults(), nil, EngineQEMU)
+		s, err := Load(dir, testDefaults(t), nil, EngineQEMU)
 		if err != nil {
 			t.Fatalf("Load: %v", err)
 		}
@@ -638,7 +638,7 @@ func TestFolderNotModified(t *testing.T) {
 			}
 			before := listing(t, dir)
 			for _, engine := range []string{EngineQEMU, EngineIgnite} {
-				if _, err := Load(dir, testDefaults(), nil, engine); err != nil {
+				if _, err := Load(dir, testDefaults(t), nil, engine); err != nil {
 					t.Fatalf("Load: %v", err)
 				}
 			}
@@ -668,7 +668,7 @@ func TestExamples(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := Load(filepath.Join("../../functions", tt.name), testDefaults(), template, EngineQEMU)
+			s, err := Load(filepath.Join("../../functions", tt.name), testDefaults(t), template, EngineQEMU)
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}

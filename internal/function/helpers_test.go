@@ -11,7 +11,10 @@ import (
 	"time"
 )
 
-func testDefaults() Defaults {
+// testDefaults are the defaults most tests load with: snapshots in a
+// folder of the test's, and a policy that lets the tests' images and
+// egress through (TestPolicy tests the policy itself).
+func testDefaults(t testing.TB) Defaults {
 	return Defaults{
 		Timeout:           30 * time.Second,
 		MinReplicas:       0,
@@ -20,6 +23,8 @@ func testDefaults() Defaults {
 		IdleTimeout:       5 * time.Minute,
 		TargetUtilization: 0.8,
 		MaxSize:           1 << 20,
+		SnapshotDir:       t.TempDir(),
+		Policy:            Policy{AllowedImages: []string{"node:*", "python:*", "python@*"}, AllowEgress: true},
 	}
 }
 

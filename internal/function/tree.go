@@ -21,51 +21,57 @@ import (
 // (function.yaml, VM configs, shell handlers).
 const maxParsedFile = 1 << 20
 
-// tree is one read-only pass over a function folder.
+// tree is one version's snapshot of a function folder: the private copy
+// every later read comes from, and what the walk found.
 type tree struct {
+	dir     string            // the snapshot (a private copy; never the user's folder)
 	entries []entry           // every entry below the root, sorted by rel
 	files   map[string]bool   // top-level regular files and symlinks to them
 	top     map[string][]byte // content of those files up to maxParsedFile
 	exts    map[string]bool   // lowercase extensions of regular files anywhere
 	size    int64             // bytes in regular files
-	digest  string            // hex sha256, see scanTree
+	digest  string            // hex sha256, see snapshotTree
 }
 
-type entry struct {
-	fstree.Entry
-	sum [32]byte // regular file: sha256 of the content
-}
+type entry = fstree.Copied
 
-// scanTree walks dir by the rules of package fstree, without writing
-// anything, refusing what cannot be copied into a VM faithfully, and
-// computes the folder's digest.
+// snapshotTree copies src into the empty private folder snap by the rules
+// of package fstree, refusing what cannot be copied into a VM faithfully,
+// and reads the copy: everything Load looks at, the digest and the code
+// disk come from snap, never from src again.
 //
-// Refused: a dir that is itself a symlink or not a directory; symlinks with
-// absolute targets, or whose target does not resolve to a path inside the
-// folder; entries other than files, directories and symlinks; more than
-// maxSize bytes of file content (maxSize <= 0: no limit).
+// Refused: a src that is itself a symlink or not a directory (also if it is
+// swapped for one while it is opened); symlinks with absolute targets, or
+// whose target does not resolve to a path inside the folder; hard links;
+// entries other than files, directories and symlinks; more than maxSize
+// bytes of file content (maxSize <= 0: no limit).
 //
 // The digest is sha256 over, for every entry in the order of its sorted
 // slash-separated relative path: the path, NUL, the type letter (d, f, l)
-// and octal permission bits, NUL, then the hex sha256 of a file's content
-// or "->" and a symlink's target, then a newline. It covers the folder and
-// nothing else: not its name, not timestamps or owners.
-func scanTree(dir string, maxSize int64) (*tree, error) {
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("reading folder: %w", err)
-	}
-	switch {
-	case fi.Mode()&fs.ModeSymlink != 0:
-		return nil, invalidf("%s is a symlink; a function must be a real folder (copy it or bind-mount it instead)", dir)
-	case !fi.IsDir():
-		return nil, invalidf("%s is not a folder", dir)
-	}
-
-	t := &tree{files: map[string]bool{}, top: map[string][]byte{}, exts: map[string]bool{}}
+// and the octal permission bits it has in the copy (fstree.CopyMode), NUL,
+// then the hex sha256 of a file's content or "->" and a symlink's target,
+// then a newline. It covers the copy and nothing else: not the folder's
+// name, not timestamps or owners, not permission bits the copy drops. So it
+// names exactly the bytes a VM of the version boots with.
+func snapshotTree(ctx context.Context, src, snap string, maxSize int64) (*tree, error) {
 	w := &fstree.Walker{MaxSize: maxSize}
-	err = w.Walk(context.Background(), dir, func(fe fstree.Entry) error {
-		e := entry{Entry: fe}
+	copied, err := w.Copy(ctx, src, snap)
+	if err != nil {
+		var rule *fstree.Error
+		if errors.As(err, &rule) {
+			return nil, &invalidError{msg: rule.Error()}
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Lstat(src); errors.Is(serr, fs.ErrNotExist) {
+				return nil, fmt.Errorf("reading folder: %w", err) // the folder is gone
+			}
+		}
+		// %v, not %w: a file that vanished mid-walk must not read as
+		// fs.ErrNotExist, which means the folder is gone.
+		return nil, fmt.Errorf("walking folder: %v", err)
+	}
+	t := &tree{dir: snap, files: map[string]bool{}, top: map[string][]byte{}, exts: map[string]bool{}}
+	for _, e := range copied {
 		topLevel := !strings.Contains(e.Rel, "/")
 		switch e.Type {
 		case fstree.Regular:
@@ -73,40 +79,24 @@ func scanTree(dir string, maxSize int64) (*tree, error) {
 			if ext := strings.ToLower(path.Ext(e.Rel)); ext != "" {
 				t.exts[ext] = true
 			}
-			var dst io.Writer // keeps top-level content to parse
-			var keep *limitedBuffer
-			if topLevel {
-				keep = &limitedBuffer{b: []byte{}, max: maxParsedFile}
-				dst = keep
-			}
-			var err error
-			if e.sum, _, err = w.Hash(fe, dst); err != nil {
-				return err
-			}
 			if topLevel {
 				t.files[e.Rel] = true
-				if !keep.over {
-					t.top[e.Rel] = keep.b
+				if e.Size <= maxParsedFile {
+					b, err := os.ReadFile(filepath.Join(snap, e.Rel))
+					if err != nil {
+						return nil, fmt.Errorf("reading the snapshot: %w", err)
+					}
+					t.top[e.Rel] = b
 				}
 			}
 		case fstree.Symlink:
 			if topLevel {
-				if err := t.readLinked(dir, e.Rel); err != nil {
-					return err
+				if err := t.readLinked(snap, e.Rel); err != nil {
+					return nil, err
 				}
 			}
 		}
 		t.entries = append(t.entries, e)
-		return nil
-	})
-	if err != nil {
-		var rule *fstree.Error
-		if errors.As(err, &rule) {
-			return nil, &invalidError{msg: rule.Error()}
-		}
-		// %v, not %w: a file that vanished mid-walk must not read as
-		// fs.ErrNotExist, which means the folder is gone.
-		return nil, fmt.Errorf("walking folder: %v", err)
 	}
 	sort.Slice(t.entries, func(i, j int) bool { return t.entries[i].Rel < t.entries[j].Rel })
 
@@ -115,7 +105,7 @@ func scanTree(dir string, maxSize int64) (*tree, error) {
 		fmt.Fprintf(h, "%s\x00%c%o\x00", e.Rel, typeLetter(e.Type), e.Mode.Perm())
 		switch e.Type {
 		case fstree.Regular:
-			io.WriteString(h, hex.EncodeToString(e.sum[:]))
+			io.WriteString(h, hex.EncodeToString(e.Sum[:]))
 		case fstree.Symlink:
 			fmt.Fprintf(h, "->%s", e.Target)
 		}
@@ -135,9 +125,8 @@ func (t *tree) isFile(dir, rel string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-// statIn and openIn reach rel only inside dir, following symlinks that stay
-// inside: a file swapped for a link leading outside since the walk is not
-// followed.
+// statIn and openIn reach rel only inside dir (the snapshot), following
+// symlinks that stay inside.
 func statIn(dir, rel string) (os.FileInfo, error) {
 	r, err := os.OpenRoot(dir)
 	if err != nil {
@@ -196,24 +185,6 @@ func (t *tree) readLinked(dir, rel string) error {
 		t.top[rel] = b
 	}
 	return nil
-}
-
-// limitedBuffer keeps up to max bytes and notes whether more came.
-type limitedBuffer struct {
-	b    []byte
-	max  int
-	over bool
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if !l.over {
-		if len(l.b)+len(p) > l.max {
-			l.over, l.b = true, nil
-		} else {
-			l.b = append(l.b, p...)
-		}
-	}
-	return len(p), nil
 }
 
 func typeLetter(t fstree.Type) byte {

@@ -38,7 +38,7 @@ const minMemoryMB = 64
 type vmField struct {
 	path  string                         // as written in YAML, below spec
 	isSet func(spec map[string]any) bool // whether a config file sets it
-	copy  func(dst, src *api.VMSpec)     // merges it (ignored fields too, for the record)
+	copy  func(dst, src *api.VMSpec)     // merges it (ignored fields too, for the record); nil: never merged
 }
 
 func has(keys ...string) func(map[string]any) bool {
@@ -61,8 +61,9 @@ func has(keys ...string) func(map[string]any) bool {
 // warnings are reported.
 var vmFields = []vmField{
 	{"image.oci", has("image", "oci"), func(d, s *api.VMSpec) { d.Image = s.Image }},
-	{"sandbox.oci", has("sandbox", "oci"), func(d, s *api.VMSpec) { d.Sandbox = s.Sandbox }},
-	{"kernel.oci", has("kernel", "oci"), func(d, s *api.VMSpec) { d.Kernel.OCI = s.Kernel.OCI }},
+	// Never merged (neverFromFolder): they choose what runs on the host.
+	{"sandbox.oci", has("sandbox", "oci"), nil},
+	{"kernel.oci", has("kernel", "oci"), nil},
 	{"kernel.cmdLine", has("kernel", "cmdLine"), func(d, s *api.VMSpec) { d.Kernel.CmdLine = s.Kernel.CmdLine }},
 	{"cpus", has("cpus"), func(d, s *api.VMSpec) { d.CPUs = s.CPUs }},
 	{"memory", has("memory"), func(d, s *api.VMSpec) { d.Memory = s.Memory }},
@@ -79,8 +80,6 @@ var vmFields = []vmField{
 var ignoredFields = map[string]map[string]string{
 	EngineQEMU: {
 		"image.oci":     "the runtime decides the root filesystem (set image in function.yaml to use another image)",
-		"sandbox.oci":   "the qemu engine runs no sandbox container",
-		"kernel.oci":    "the qemu engine boots the appliance's own kernel",
 		"diskSize":      "the root filesystem is a shared read-only image and the code comes on its own disk",
 		"network.ports": "functions are reached through the gateway at /invoke/<name>",
 		"storage":       "a function gets no volumes besides its code",
@@ -248,7 +247,9 @@ func mergeVM(name string, template *api.VM, d Defaults, vc *vmConfig, memory *me
 	}
 	if vc != nil {
 		for _, f := range vc.set {
-			f.copy(&v.Spec, &vc.vm.Spec)
+			if f.copy != nil {
+				f.copy(&v.Spec, &vc.vm.Spec)
+			}
 		}
 	}
 	if memory != nil {
@@ -266,14 +267,18 @@ func mergeVM(name string, template *api.VM, d Defaults, vc *vmConfig, memory *me
 	return v, nil
 }
 
-// vmWarnings reports the fields the folder's VM config sets that the engine
-// ignores.
+// vmWarnings reports the fields the folder's VM config sets that are never
+// taken from a folder, and those the engine ignores.
 func vmWarnings(vc *vmConfig, engine string) []string {
 	if vc == nil {
 		return nil
 	}
 	var out []string
 	for _, f := range vc.set {
+		if why, ok := neverFromFolder[f.path]; ok {
+			out = append(out, fmt.Sprintf("%s: spec.%s is never taken from a function folder, so it is not used: %s", vc.file, f.path, why))
+			continue
+		}
 		if why, ok := ignoredFields[engine][f.path]; ok {
 			out = append(out, fmt.Sprintf("%s: spec.%s is ignored by the %s engine: %s", vc.file, f.path, engine, why))
 		}

@@ -43,7 +43,7 @@ func TestSeedDemoFolder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := testDefaults()
+			d := testDefaults(t)
 			d.Memory = "256MB" // the folder's VM config overrides the appliance default
 			s, err := Load("testdata/seed", d, tt.template, tt.engine)
 			if err != nil {
@@ -147,7 +147,7 @@ func TestVMConfig(t *testing.T) {
 			for k, v := range tt.files {
 				files[k] = v
 			}
-			d := testDefaults()
+			d := testDefaults(t)
 			d.Memory = tt.memory
 			s, err := Load(makeFunc(t, "vmcfg", files), d, template, EngineQEMU)
 			if tt.wantErr != "" {
@@ -195,7 +195,7 @@ func TestMergeKeepsTemplate(t *testing.T) {
 		"handler.py": "",
 		"vm.yaml":    "apiVersion: ignite.weave.works/v1alpha4\nkind: VM\nspec:\n  kernel:\n    cmdLine: quiet\n  memory: 1GB\n",
 	})
-	s, err := Load(dir, testDefaults(), template, EngineQEMU)
+	s, err := Load(dir, testDefaults(t), template, EngineQEMU)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}

@@ -150,8 +150,11 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.RawPath = st.rawPath
 	pr.Out.Host = ""
 	pr.SetXForwarded()
-	// Only the gateway may speak for the host.
+	// Only the gateway may speak for the host, and only on the data path:
+	// it has the data secret, never the control one, and a client's
+	// control header goes no further.
 	pr.Out.Header.Del(protocol.SecretHeader)
+	pr.Out.Header.Del(protocol.ControlHeader)
 	pr.Out.Header.Set(protocol.SecretHeader, st.inst.Secret)
 }
 
@@ -163,6 +166,7 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 	}
 	res.Header.Del(protocol.AgentErrorHeader)
 	res.Header.Del(protocol.SecretHeader)
+	res.Header.Del(protocol.ControlHeader)
 	return nil
 }
 

@@ -130,6 +130,12 @@ func TestInvokeHeaders(t *testing.T) {
 		{name: "client secret replaced",
 			header: map[string]string{protocol.SecretHeader: "forged"},
 			want:   map[string][]string{protocol.SecretHeader: {testSecret}}},
+		{name: "client control header dropped",
+			header: map[string]string{protocol.ControlHeader: "forged"},
+			want:   map[string][]string{protocol.ControlHeader: nil, protocol.SecretHeader: {testSecret}}},
+		{name: "the secret cannot be named hop-by-hop away",
+			header: map[string]string{"Connection": protocol.SecretHeader},
+			want:   map[string][]string{protocol.SecretHeader: {testSecret}}},
 		{name: "hop-by-hop dropped",
 			header: map[string]string{
 				"Connection": "X-Drop-Me", "X-Drop-Me": "1", "Keep-Alive": "timeout=5",
@@ -203,9 +209,10 @@ func TestInvokeResponse(t *testing.T) {
 				w.Header().Set("Connection", "X-Hop")
 				w.Header().Set("X-Hop", "1")
 				w.Header().Set(protocol.SecretHeader, testSecret)
+				w.Header().Set(protocol.ControlHeader, "leak")
 				io.WriteString(w, "ok")
 			},
-			wantStatus: http.StatusOK, wantBody: "ok", wantHeader: map[string]string{"X-Hop": "", protocol.SecretHeader: ""}},
+			wantStatus: http.StatusOK, wantBody: "ok", wantHeader: map[string]string{"X-Hop": "", protocol.SecretHeader: "", protocol.ControlHeader: ""}},
 		{name: "early hints do not become the status",
 			upstream: func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Link", "</a.css>; rel=preload")

@@ -35,33 +35,21 @@ var ErrSymlinkOutside = errors.New("symlink points outside the function folder")
 // codeEntry is one file, directory or symlink of a code folder.
 type codeEntry struct {
 	rel    string      // slash-separated path relative to the folder
-	mode   fs.FileMode // type bit and the permissions it gets in the image
+	mode   fs.FileMode // type bit and the permissions it gets in the image (fstree.CopyMode)
 	size   int64       // regular file: bytes
 	sum    [32]byte    // regular file: sha256 of the content
 	target string      // symlink: its target
-}
-
-// imageMode is the mode an entry of type t gets in a code image: owned by
-// root, readable by all, executable where the user made it executable.
-func imageMode(t fstree.Type, m fs.FileMode) fs.FileMode {
-	switch {
-	case t == fstree.Dir:
-		return fs.ModeDir | 0o755
-	case t == fstree.Symlink:
-		return fs.ModeSymlink | 0o777
-	case m&0o111 != 0:
-		return 0o755
-	}
-	return 0o644
 }
 
 // CodeDisk returns the path of a read-only ext4 image (volume label
 // protocol.CodeLabel) holding a snapshot of the folder src. The snapshot's
 // digest (see codeDigest) names the image in the cache:
 // <cache>/code/<digest>.ext4. The folder is first copied to a private
-// directory, so edits made while the image is being made cannot change it;
-// src is only read. Symlinks that point outside the folder, special files
-// and folders over the size limit are refused.
+// directory (fstree.Copy), so edits made while the image is being made
+// cannot change it; src is only read. A src that is a symlink, symlinks
+// that point outside the folder, hard links, special files and folders
+// over the size limit are refused. The controller hands it the version's
+// snapshot (function.Spec.Snapshot), never the user's folder.
 func (c *Cache) CodeDisk(ctx context.Context, src string) (string, error) {
 	start := time.Now()
 	snap, err := c.tempDir("code-*")
@@ -140,48 +128,18 @@ func field(h hash.Hash, s string) {
 	h.Write([]byte{0})
 }
 
-// readCodeTree walks the folder src by the rules of package fstree (dangling
-// symlinks allowed), copies it to the empty directory dst as it goes and
-// returns its entries (the folder itself excluded). It hashes what it
-// copies, so the entries describe exactly the copy.
+// readCodeTree copies the folder src to the empty directory dst by the
+// rules of package fstree (dangling symlinks allowed) and returns its
+// entries (the folder itself excluded), which describe exactly the copy.
 func readCodeTree(ctx context.Context, src, dst string, limit int64) ([]codeEntry, error) {
-	root, err := filepath.EvalSymlinks(src)
-	if err != nil {
-		return nil, fmt.Errorf("function folder %s: %w", src, err)
-	}
-	if fi, err := os.Stat(root); err != nil {
-		return nil, fmt.Errorf("function folder %s: %w", src, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("function folder %s is not a directory", src)
-	}
-	if err := os.Chmod(dst, 0o755); err != nil {
-		return nil, fmt.Errorf("snapshot of %s: %w", src, err)
-	}
-	var entries []codeEntry
 	w := &fstree.Walker{MaxSize: limit, AllowDangling: true}
-	err = w.Walk(ctx, root, func(fe fstree.Entry) error {
-		e := codeEntry{rel: fe.Rel, mode: imageMode(fe.Type, fe.Mode), target: fe.Target}
-		to := filepath.Join(dst, filepath.FromSlash(fe.Rel))
-		switch fe.Type {
-		case fstree.Dir:
-			if err := mkdirMode(to, e.mode.Perm()); err != nil {
-				return err
-			}
-		case fstree.Symlink:
-			if err := os.Symlink(e.target, to); err != nil {
-				return err
-			}
-		case fstree.Regular:
-			var err error
-			if e.size, e.sum, err = hashCopy(w, fe, to, e.mode.Perm()); err != nil {
-				return err
-			}
-		}
-		entries = append(entries, e)
-		return nil
-	})
+	copied, err := w.Copy(ctx, src, dst)
 	if err != nil {
 		return nil, codeTreeError(src, err)
+	}
+	entries := make([]codeEntry, len(copied))
+	for i, c := range copied {
+		entries[i] = codeEntry{rel: c.Rel, mode: c.Mode, size: c.Size, sum: c.Sum, target: c.Target}
 	}
 	return entries, nil
 }
@@ -205,28 +163,4 @@ func codeTreeError(src string, err error) error {
 		return fmt.Errorf("function folder %s: %s -> %s: %w", src, rule.Rel, rule.Target, ErrSymlinkOutside)
 	}
 	return fmt.Errorf("function folder %s: %w", src, err)
-}
-
-func mkdirMode(path string, perm fs.FileMode) error {
-	if err := os.Mkdir(path, perm); err != nil {
-		return err
-	}
-	return os.Chmod(path, perm) // whatever the umask
-}
-
-// hashCopy copies the file e to dst within w's size budget, hashing it.
-func hashCopy(w *fstree.Walker, e fstree.Entry, dst string, perm fs.FileMode) (int64, [32]byte, error) {
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return 0, [32]byte{}, err
-	}
-	defer out.Close()
-	sum, n, err := w.Hash(e, out)
-	if err != nil {
-		return n, sum, err
-	}
-	if err := out.Chmod(perm); err != nil { // whatever the umask
-		return n, sum, err
-	}
-	return n, sum, out.Close()
 }

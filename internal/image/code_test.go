@@ -170,15 +170,34 @@ func TestCodeTreeRefuses(t *testing.T) {
 		{
 			name:    "not a directory",
 			prepare: func(t *testing.T, dir string) { mustWrite(t, filepath.Join(dir, "f"), "", 0o644) },
-			want:    "is not a directory",
+			want:    "is not a folder",
+		},
+		{
+			name: "the folder is a symlink (swapped for one) to a folder holding a secret",
+			prepare: func(t *testing.T, dir string) {
+				outside := t.TempDir()
+				mustWrite(t, filepath.Join(outside, "secret"), "TOP SECRET", 0o644)
+				symlink(t, outside, filepath.Join(dir, "f"))
+			},
+			want: "is a symlink",
+		},
+		{
+			name: "hard link",
+			prepare: func(t *testing.T, dir string) {
+				mustWrite(t, filepath.Join(dir, "a"), "x", 0o644)
+				if err := os.Link(filepath.Join(dir, "a"), filepath.Join(t.TempDir(), "b")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: "a is a hard link",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			tt.prepare(t, dir)
-			if tt.name == "not a directory" {
-				dir = filepath.Join(dir, "f")
+			if _, err := os.Lstat(filepath.Join(dir, "f")); err == nil {
+				dir = filepath.Join(dir, "f") // the folder under test is f
 			}
 			limit := tt.limit
 			if limit == 0 {

@@ -60,10 +60,10 @@ func (c *Cache) RuntimeRootFS(ctx context.Context, runtime, contextDir string) (
 	if !runtimeName.MatchString(runtime) {
 		return RootFS{}, fmt.Errorf("runtime name %q: want lowercase letters, digits, '.', '_' or '-'", runtime)
 	}
-	if c.docker == nil {
-		return RootFS{}, fmt.Errorf("runtime %s: the image cache has no docker engine", runtime)
-	}
 	tag := RuntimeImageTag(runtime)
+	if c.docker == nil {
+		return c.madeRuntimeRootFS(runtime, tag)
+	}
 	id, err := c.buildImage(ctx, tag, contextDir)
 	if err != nil {
 		return RootFS{}, fmt.Errorf("runtime %s: %w", runtime, err)
@@ -72,6 +72,40 @@ func (c *Cache) RuntimeRootFS(ctx context.Context, runtime, contextDir string) (
 	if err != nil {
 		return RootFS{}, fmt.Errorf("runtime %s: %w", runtime, err)
 	}
+	// Remembered, so that a later run without a Docker engine (the socket
+	// not mounted) boots the same root filesystem.
+	if err := os.WriteFile(c.runtimeRecord(runtime), []byte(fs.ImageID+"\n"), 0o600); err != nil {
+		c.log.Warn("recording the runtime's root filesystem", "runtime", runtime, "err", err)
+	}
+	return fs, nil
+}
+
+// runtimeRecord is the file naming the image ID of a runtime's last root
+// filesystem.
+func (c *Cache) runtimeRecord(runtime string) string {
+	return filepath.Join(c.dir, "rootfs", "runtime-"+runtime+".id")
+}
+
+// madeRuntimeRootFS is RuntimeRootFS without a Docker engine: the root
+// filesystem an earlier run made for the runtime, if the cache holds it.
+func (c *Cache) madeRuntimeRootFS(runtime, tag string) (RootFS, error) {
+	b, err := os.ReadFile(c.runtimeRecord(runtime))
+	if err != nil {
+		return RootFS{}, fmt.Errorf("runtime %s: no docker engine to build its image, and no root filesystem made by an earlier run (%w): "+
+			"run the appliance once with the engine, or give it one", runtime, err)
+	}
+	id := strings.TrimSpace(string(b))
+	m := imageIDHex.FindStringSubmatch(id)
+	if m == nil {
+		return RootFS{}, fmt.Errorf("runtime %s: %s holds %q, not an image ID", runtime, c.runtimeRecord(runtime), id)
+	}
+	fs := RootFS{Path: filepath.Join(c.dir, "rootfs", m[2]+".ext4"), Image: tag, ImageID: "sha256:" + m[2]}
+	fi, err := os.Stat(fs.Path)
+	if err != nil {
+		return RootFS{}, fmt.Errorf("runtime %s: no docker engine, and the root filesystem made earlier is gone: %w", runtime, err)
+	}
+	fs.Bytes = fi.Size()
+	c.log.Info("root filesystem made by an earlier run (no docker engine)", "step", "rootfs", "image", tag, "image_id", fs.ImageID, "path", fs.Path)
 	return fs, nil
 }
 
@@ -79,7 +113,7 @@ func (c *Cache) RuntimeRootFS(ctx context.Context, runtime, contextDir string) (
 // image when the engine lacks it.
 func (c *Cache) ImageRootFS(ctx context.Context, ref string) (RootFS, error) {
 	if c.docker == nil {
-		return RootFS{}, fmt.Errorf("image %s: the image cache has no docker engine", ref)
+		return RootFS{}, fmt.Errorf("image %s: there is no docker engine to read it from (only the shipped runtimes run without one)", ref)
 	}
 	info, err := c.docker.ImageInspect(ctx, ref)
 	if cerrdefs.IsNotFound(err) {

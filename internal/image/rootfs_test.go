@@ -276,6 +276,41 @@ func TestRuntimeRootFS(t *testing.T) {
 	}
 }
 
+// TestRuntimeRootFSWithoutDocker: a cache with no engine (the socket not
+// mounted) boots the root filesystem an earlier run made for the runtime,
+// and says what to do when there is none; images named by image: need the
+// engine.
+func TestRuntimeRootFSWithoutDocker(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	noEngine := newTestCache(t, dir, nil)
+	if _, err := noEngine.RuntimeRootFS(ctx, "bash", writeRuntimeDir(t)); err == nil || !strings.Contains(err.Error(), "no root filesystem made by an earlier run") {
+		t.Fatalf("before any build: got %v, want the reason", err)
+	}
+	fd := newFakeDocker()
+	fd.buildStream, fd.buildTag, fd.export = buildOK(fakeID1), fakeID1, exportTar(t)
+	made, err := newTestCache(t, dir, fd).RuntimeRootFS(ctx, "bash", writeRuntimeDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := noEngine.RuntimeRootFS(ctx, "bash", writeRuntimeDir(t))
+	if err != nil || got != made {
+		t.Errorf("without the engine: got %+v, %v, want the earlier %+v", got, err, made)
+	}
+	if _, err := noEngine.RuntimeRootFS(ctx, "node", writeRuntimeDir(t)); err == nil {
+		t.Error("a runtime never made: got no error")
+	}
+	if _, err := noEngine.ImageRootFS(ctx, "python:3.12-slim"); err == nil || !strings.Contains(err.Error(), "no docker engine") {
+		t.Errorf("an image: got %v, want it refused for want of an engine", err)
+	}
+	if err := os.Remove(made.Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := noEngine.RuntimeRootFS(ctx, "bash", writeRuntimeDir(t)); err == nil || !strings.Contains(err.Error(), "is gone") {
+		t.Errorf("its file removed: got %v, want the reason", err)
+	}
+}
+
 func TestRuntimeRootFSErrors(t *testing.T) {
 	failing := jsonLines(
 		`{"stream":"Step 1/2 : FROM debian:bookworm-slim\n"}`,

@@ -18,12 +18,14 @@ import (
 const AgentRequestTimeout = 2 * time.Second
 
 // ErrSecretRefused is wrapped by AgentClient errors when the agent answered
-// 403: it does not take the VM's secret, so asking again cannot help.
+// 403: it does not take the VM's control secret, so asking again cannot
+// help.
 var ErrSecretRefused = errors.New("refused the secret (403)")
 
-// AgentClient talks to guest agents' control paths (health, poweroff),
-// sending every request with the VM's secret. It is safe for concurrent
-// use.
+// AgentClient talks to guest agents' control listeners (health,
+// poweroff): every request goes to a machine's ControlEndpoint with the
+// VM's control secret (protocol.ControlHeader), never to the data listener
+// the gateway proxies to. It is safe for concurrent use.
 type AgentClient struct {
 	http *http.Client
 }
@@ -38,8 +40,8 @@ func NewAgentClient(c *http.Client) *AgentClient {
 	return &AgentClient{http: c}
 }
 
-// Health asks the agent at endpoint (host:port) whether its handler is
-// ready. ready is true, and err nil, only on a 200. Otherwise err says why:
+// Health asks the agent's control listener at endpoint (host:port) whether
+// its handler is ready; secret is the VM's control secret. ready is true, and err nil, only on a 200. Otherwise err says why:
 // no answer, a status other than 200, or a 403 (wrapping ErrSecretRefused).
 // failedReason is the agent's reason when its answer says the handler
 // failed to start (a 503 with status "failed"), so waiting longer is
@@ -59,7 +61,8 @@ func (c *AgentClient) Health(ctx context.Context, endpoint, secret string) (read
 	return false, failedReason, fmt.Errorf("health check answered %d", status)
 }
 
-// Poweroff asks the agent at endpoint to power the guest off. It fails at
+// Poweroff asks the agent's control listener at endpoint to power the guest
+// off; secret is the VM's control secret. It fails at
 // once when nothing listens or the agent refuses, so the caller waits for
 // the VM to stop only when the guest may really be shutting down. A
 // request that breaks off mid-answer (the guest may be going down) is not
@@ -81,7 +84,7 @@ func (c *AgentClient) Poweroff(ctx context.Context, log *slog.Logger, endpoint, 
 	return nil
 }
 
-// do sends a bodiless request with the VM's secret to the agent and
+// do sends a bodiless request with the VM's control secret to the agent and
 // returns the response status and (the first 64 KiB of) its body. Once a
 // status has arrived it counts: a body cut off (the guest going down) is
 // returned as far as it was read.
@@ -92,7 +95,7 @@ func (c *AgentClient) do(ctx context.Context, method, endpoint, path, secret str
 	if err != nil {
 		return 0, nil, err
 	}
-	req.Header.Set(protocol.SecretHeader, secret)
+	req.Header.Set(protocol.ControlHeader, secret)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return 0, nil, err

@@ -30,9 +30,9 @@ func newAgentServer(t *testing.T, handle http.HandlerFunc) *agentServer {
 	a := &agentServer{}
 	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
-		a.seen = append(a.seen, r.Method+" "+r.URL.Path+" "+r.Header.Get(protocol.SecretHeader))
+		a.seen = append(a.seen, r.Method+" "+r.URL.Path+" "+r.Header.Get(protocol.ControlHeader))
 		a.mu.Unlock()
-		if r.Header.Get(protocol.SecretHeader) != testSecret {
+		if r.Header.Get(protocol.ControlHeader) != testSecret {
 			http.Error(w, `{"error":"bad secret"}`, http.StatusForbidden)
 			return
 		}

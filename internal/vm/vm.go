@@ -146,8 +146,13 @@ type Engine interface {
 type Machine interface {
 	// ID is the VM's UID.
 	ID() string
-	// Endpoint is the host:port where the guest agent answers.
+	// Endpoint is the host:port of the guest agent's data listener, where
+	// the function answers (what the gateway proxies to).
 	Endpoint() string
+	// ControlEndpoint is the host:port of the guest agent's control
+	// listener (health, poweroff), reached only by the engine and the
+	// controller, with the control secret.
+	ControlEndpoint() string
 	// ConsoleLog is the host path of the VM's console log.
 	ConsoleLog() string
 	// Wait blocks until the VM exits (returning why) or ctx is done.

@@ -149,6 +149,37 @@ func RSSKiB(pid int) int {
 	return 0
 }
 
+// ProcessCredentials returns a process's real uid and gid, its
+// supplementary groups and its seccomp mode (0 none, 2 filter), from
+// /proc/<pid>/status.
+func ProcessCredentials(tb testing.TB, pid int) (uid, gid int, groups []int, seccomp int) {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		tb.Fatalf("reading the status of pid %d: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 1 {
+			continue
+		}
+		switch f[0] {
+		case "Uid:":
+			uid, _ = strconv.Atoi(f[1])
+		case "Gid:":
+			gid, _ = strconv.Atoi(f[1])
+		case "Groups:":
+			for _, g := range f[1:] {
+				n, _ := strconv.Atoi(g)
+				groups = append(groups, n)
+			}
+		case "Seccomp:":
+			seccomp, _ = strconv.Atoi(f[1])
+		}
+	}
+	return uid, gid, groups, seccomp
+}
+
 // LogBuffer is a log sink safe for concurrent writers (a VM's goroutines
 // log while the test reads).
 type LogBuffer struct {

@@ -174,13 +174,13 @@ func describeExit(err error) string {
 }
 
 // requestEnv is the environment of one invocation: base, then the request
-// as Http_* variables (OpenFaaS classic watchdog names). The secret header
-// is not passed on.
+// as Http_* variables (OpenFaaS classic watchdog names). The secret headers
+// are not passed on (ServeHTTP has removed them already).
 func requestEnv(base []string, r *http.Request, bodyLen int) []string {
 	env := slices.Clip(base)
 	names := make([]string, 0, len(r.Header))
 	for name := range r.Header {
-		if strings.EqualFold(name, protocol.SecretHeader) {
+		if strings.EqualFold(name, protocol.SecretHeader) || strings.EqualFold(name, protocol.ControlHeader) {
 			continue
 		}
 		names = append(names, name)

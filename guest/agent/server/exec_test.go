@@ -247,7 +247,7 @@ func TestExecModePoweroffStopsRunningHandlers(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // nothing signals the handler's start
 	}
 
-	r := a.do(t, http.MethodPost, protocol.PoweroffPath, "", nil)
+	r := a.control(t, http.MethodPost, protocol.PoweroffPath, nil)
 	if r.status != http.StatusAccepted {
 		t.Fatalf("poweroff status: got %d, want %d (body %s)", r.status, http.StatusAccepted, r.body)
 	}

@@ -21,7 +21,10 @@ import (
 	"github.com/faasvm/appliance/guest/protocol"
 )
 
-const testSecret = "s3cret-for-tests"
+const (
+	testSecret        = "s3cret-for-tests"
+	testControlSecret = "c0ntrol-for-tests"
+)
 
 // syncBuffer is a bytes.Buffer safe for the console's concurrent writers.
 type syncBuffer struct {
@@ -41,12 +44,14 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// agent is a Server under test behind an httptest server.
+// agent is a Server under test behind two httptest servers: its data
+// handler at url, its control handler at controlURL.
 type agent struct {
-	srv     *Server
-	url     string
-	console *syncBuffer
-	codeDir string
+	srv        *Server
+	url        string
+	controlURL string
+	console    *syncBuffer
+	codeDir    string
 }
 
 // writeCode writes files into dir; every file is executable.
@@ -101,6 +106,9 @@ func newAgentUnstarted(t *testing.T, cfg protocol.Config, files map[string]strin
 	if cfg.Secret == "" {
 		cfg.Secret = testSecret
 	}
+	if cfg.ControlSecret == "" {
+		cfg.ControlSecret = testControlSecret
+	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = protocol.Duration(10 * time.Second)
 	}
@@ -124,15 +132,17 @@ func newAgentUnstarted(t *testing.T, cfg protocol.Config, files map[string]strin
 		t.Fatalf("New: %v", err)
 	}
 	ts := httptest.NewServer(srv)
+	cs := httptest.NewServer(srv.Control())
 	t.Cleanup(func() {
 		ts.Close()
+		cs.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := srv.Stop(ctx); err != nil {
 			t.Errorf("Stop: %v", err)
 		}
 	})
-	return &agent{srv: srv, url: ts.URL, console: con, codeDir: code}
+	return &agent{srv: srv, url: ts.URL, controlURL: cs.URL, console: con, codeDir: code}
 }
 
 type response struct {
@@ -141,13 +151,24 @@ type response struct {
 	body   []byte
 }
 
-// do sends one request with the test secret (unless headers sets the
-// secret header, even to "").
+// do sends one request to the data handler with the test secret (unless
+// headers sets the secret header, even to "").
 func (a *agent) do(t *testing.T, method, path, body string, headers map[string]string) response {
 	t.Helper()
 	r, err := a.send(t.Context(), method, path, body, headers)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return r
+}
+
+// control sends one request to the control handler with the test control
+// secret (unless headers sets the control header, even to "").
+func (a *agent) control(t *testing.T, method, path string, headers map[string]string) response {
+	t.Helper()
+	r, err := a.sendTo(t.Context(), a.controlURL, protocol.ControlHeader, testControlSecret, method, path, "", headers)
+	if err != nil {
+		t.Fatalf("control %s %s: %v", method, path, err)
 	}
 	return r
 }
@@ -163,11 +184,15 @@ func (a *agent) doNoFail(method, path string) response {
 }
 
 func (a *agent) send(ctx context.Context, method, path, body string, headers map[string]string) (response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, a.url+path, strings.NewReader(body))
+	return a.sendTo(ctx, a.url, protocol.SecretHeader, testSecret, method, path, body, headers)
+}
+
+func (a *agent) sendTo(ctx context.Context, base, secretHeader, secret, method, path, body string, headers map[string]string) (response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
 	if err != nil {
 		return response{}, err
 	}
-	req.Header.Set(protocol.SecretHeader, testSecret)
+	req.Header.Set(secretHeader, secret)
 	for k, v := range headers {
 		if v == "" {
 			req.Header.Del(k)
@@ -189,7 +214,7 @@ func (a *agent) send(ctx context.Context, method, path, body string, headers map
 
 func (a *agent) health(t *testing.T) (int, Status) {
 	t.Helper()
-	r := a.do(t, http.MethodGet, protocol.HealthPath, "", nil)
+	r := a.control(t, http.MethodGet, protocol.HealthPath, nil)
 	var st Status
 	if err := json.Unmarshal(r.body, &st); err != nil {
 		t.Fatalf("health body %q: %v", r.body, err)

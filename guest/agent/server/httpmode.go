@@ -95,6 +95,7 @@ func newHTTPHandler(cfg *protocol.Config, opts Options, con *console, log *slog.
 			pr.Out.URL.Host = addr
 			pr.Out.Host = pr.In.Host
 			pr.Out.Header.Del(protocol.SecretHeader)
+			pr.Out.Header.Del(protocol.ControlHeader)
 			// Rewrite drops X-Forwarded-*; the host's gateway set them and
 			// the handler should see who called it.
 			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {

@@ -294,7 +294,7 @@ func TestHTTPModePoweroff(t *testing.T) {
 			})
 			pid := a.echo(t).PID
 
-			r := a.do(t, http.MethodPost, protocol.PoweroffPath, "", nil)
+			r := a.control(t, http.MethodPost, protocol.PoweroffPath, nil)
 			if r.status != http.StatusAccepted {
 				t.Fatalf("poweroff: got %d, want %d (body %s)", r.status, http.StatusAccepted, r.body)
 			}

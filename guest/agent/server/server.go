@@ -1,7 +1,10 @@
-// Package server is the guest agent's HTTP API: it checks the per-VM secret,
-// reports the handler's health, powers the VM off on request and invokes the
-// function, either as one process per request (exec mode) or behind a
-// long-running per-language bootstrap (http mode).
+// Package server is the guest agent's HTTP API, in two handlers for two
+// listeners. The data handler (Server itself) checks the per-VM data secret
+// and invokes the function for every path and method, either as one process
+// per request (exec mode) or behind a long-running per-language bootstrap
+// (http mode). The control handler (Server.Control) checks the per-VM
+// control secret and reports the handler's health or powers the VM off;
+// nothing that reaches the data handler can get there.
 //
 // It knows nothing about being PID 1: the caller passes the code directory,
 // a Spawner (so a zombie reaper can stay away from the processes started
@@ -202,13 +205,33 @@ func (s *Server) Stop(ctx context.Context) error {
 	return s.handler.stop(ctx)
 }
 
-// ServeHTTP checks the secret, then routes to health, poweroff or the function.
+// ServeHTTP is the data handler: it checks the data secret, removes it (and
+// any control header) from the request, and hands every request to the
+// function, whatever its path: there are no reserved paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !s.authorised(r) {
+	if !secretMatches(r.Header.Values(protocol.SecretHeader), s.cfg.Secret) {
 		writeError(w, http.StatusForbidden, "missing or wrong "+protocol.SecretHeader+" header")
 		return
 	}
-	switch r.URL.Path {
+	r.Header.Del(protocol.SecretHeader)
+	r.Header.Del(protocol.ControlHeader)
+	s.handler.ServeHTTP(w, r)
+}
+
+// Control returns the control handler, for the control listener: with the
+// control secret, GET protocol.HealthPath and POST protocol.PoweroffPath;
+// 404 for any other path.
+func (s *Server) Control() http.Handler {
+	return http.HandlerFunc(s.serveControl)
+}
+
+func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
+	if !secretMatches(r.Header.Values(protocol.ControlHeader), s.cfg.ControlSecret) {
+		writeError(w, http.StatusForbidden, "missing or wrong "+protocol.ControlHeader+" header")
+		return
+	}
+	// Exact paths only: no cleaning, no unescaping, no prefix matching.
+	switch r.URL.EscapedPath() {
 	case protocol.HealthPath:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			writeError(w, http.StatusMethodNotAllowed, "health wants GET")
@@ -222,13 +245,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.servePoweroff(w)
 	default:
-		s.handler.ServeHTTP(w, r)
+		writeError(w, http.StatusNotFound, "no control operation at "+r.URL.EscapedPath())
 	}
 }
 
-func (s *Server) authorised(r *http.Request) bool {
-	got := r.Header.Get(protocol.SecretHeader)
-	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Secret)) == 1
+// secretMatches reports whether got is exactly one value equal to want
+// (compared in constant time); an empty want matches nothing.
+func secretMatches(got []string, want string) bool {
+	return len(got) == 1 && want != "" && subtle.ConstantTimeCompare([]byte(got[0]), []byte(want)) == 1
 }
 
 func (s *Server) serveHealth(w http.ResponseWriter) {

@@ -11,7 +11,9 @@
 //     the runtime image's systemd starts the agent as a service
 //     (guest/ignite: faas-agent.service, function.mount);
 //  3. read the VM's IP with `ignite inspect vm UID -o json`;
-//  4. wait for the agent's health check at IP:8080 (Ignite's CNI bridge);
+//  4. wait for the agent's health check on its control listener at IP:8081
+//     (Ignite's CNI bridge; the gateway proxies to IP:8080, the data
+//     listener, and never learns the control secret);
 //  5. on Stop, ask the agent to power off, then `ignite rm -f UID`.
 //
 // Ignite needs root, a working /dev/kvm, the sandbox image
@@ -47,10 +49,11 @@ type Engine struct {
 	owner  string          // LabelOwner value of this engine's VMs
 	agents *vm.AgentClient // health checks and poweroff
 	run    runner
-	// agentPort is where the agent listens in the guest
-	// (protocol.AgentPort; tests point it at a local server).
-	agentPort int
-	now       func() time.Time
+	// agentPort and controlPort are where the agent's data and control
+	// listeners are in the guest (protocol.AgentPort and ControlPort; tests
+	// point them at local servers).
+	agentPort, controlPort int
+	now                    func() time.Time
 }
 
 var _ vm.Engine = (*Engine)(nil)
@@ -84,13 +87,14 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("ignite config: agent binary %s is not an executable file", agent)
 	}
 	e := &Engine{
-		cfg:       cfg,
-		log:       cfg.Logger.With("engine", "ignite"),
-		ignite:    ignitePath,
-		agent:     agent,
-		owner:     ownerID(cfg.StateDir),
-		agentPort: protocol.AgentPort,
-		now:       time.Now,
+		cfg:         cfg,
+		log:         cfg.Logger.With("engine", "ignite"),
+		ignite:      ignitePath,
+		agent:       agent,
+		owner:       ownerID(cfg.StateDir),
+		agentPort:   protocol.AgentPort,
+		controlPort: protocol.ControlPort,
+		now:         time.Now,
 	}
 	e.agents = vm.NewAgentClient(nil) // VMs are on a host-local bridge
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, vmsDirName), 0o700); err != nil {
@@ -164,7 +168,7 @@ func (e *Engine) Start(ctx context.Context, spec *vm.Spec) (vm.Machine, error) {
 		return nil, fmt.Errorf("starting vm %s: %w", spec.VM.Name, err)
 	}
 	m := newMachine(b)
-	b.log.Info("vm started", "endpoint", m.endpoint, "image", b.image, "egress_enforced", false,
+	b.log.Info("vm started", "endpoint", m.endpoint, "control_endpoint", m.controlEndpoint, "image", b.image, "egress_enforced", false,
 		"took", time.Since(begin))
 	return m, nil
 }
@@ -289,12 +293,13 @@ func (b *boot) endpoint(ctx context.Context) error {
 	return nil
 }
 
-// agentReady polls the agent's health check until it answers 200. Every
+// agentReady polls the agent's health check (its control listener) until
+// it answers 200. Every
 // Config.StatusInterval it also asks Ignite whether the VM still runs, so a
 // guest that stops (the agent's unit failed, the kernel panicked) fails the
 // boot at once rather than at the timeout.
 func (b *boot) agentReady(ctx context.Context) error {
-	endpoint := b.endpointAddr()
+	endpoint := b.controlAddr()
 	tick := time.NewTicker(healthInterval)
 	defer tick.Stop()
 	lastStatus := time.Now()
@@ -303,7 +308,7 @@ func (b *boot) agentReady(ctx context.Context) error {
 		// A handler that failed to start is waited out like any other
 		// unready one: Ignite's status check ends the wait if the guest
 		// stops.
-		ready, _, err := b.e.agents.Health(ctx, endpoint, b.spec.Agent.Secret)
+		ready, _, err := b.e.agents.Health(ctx, endpoint, b.spec.Agent.ControlSecret)
 		switch {
 		case ready:
 			return nil
@@ -327,8 +332,13 @@ func (b *boot) agentReady(ctx context.Context) error {
 	}
 }
 
+// endpointAddr is the agent's data listener, controlAddr its control one.
 func (b *boot) endpointAddr() string {
 	return net.JoinHostPort(b.ip.String(), strconv.Itoa(b.e.agentPort))
+}
+
+func (b *boot) controlAddr() string {
+	return net.JoinHostPort(b.ip.String(), strconv.Itoa(b.e.controlPort))
 }
 
 // withConsole adds the tail of the VM's console to err. It reads the

@@ -33,7 +33,7 @@ type fakeAgent struct {
 	srv       *httptest.Server
 	health    int // status the health check answers
 	mu        sync.Mutex
-	secrets   []string // X-Faas-Secret of every request
+	secrets   []string // X-Faas-Control of every request
 	poweroffs int
 }
 
@@ -43,7 +43,7 @@ func newFakeAgent(t *testing.T, si *standIn) *fakeAgent {
 	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		a.secrets = append(a.secrets, r.Header.Get(protocol.SecretHeader))
+		a.secrets = append(a.secrets, r.Header.Get(protocol.ControlHeader))
 		switch {
 		case r.Method == http.MethodGet && r.URL.Path == protocol.HealthPath:
 			w.WriteHeader(a.health)
@@ -124,7 +124,8 @@ func newTestEnv(t *testing.T, change func(*Config)) *testEnv {
 		t.Fatal(err)
 	}
 	agent := newFakeAgent(t, si)
-	e.agentPort = agent.port(t)
+	e.agentPort = agent.port(t) + 1 // where nothing answers: the engine must use only the control port
+	e.controlPort = agent.port(t)
 	e.now = func() time.Time { return goldenCreated }
 
 	v := vm.NewVM("hello")
@@ -134,7 +135,7 @@ func newTestEnv(t *testing.T, change func(*Config)) *testEnv {
 		VM:   v,
 		Code: code,
 		Agent: protocol.Config{
-			Name: "hello", Secret: "s3cret", Mode: protocol.ModeExec, Command: []string{"cat"},
+			Name: "hello", Secret: "s3cret", ControlSecret: "c0ntrol", Mode: protocol.ModeExec, Command: []string{"cat"},
 			Timeout: protocol.Duration(time.Second),
 			Network: protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway},
 		},
@@ -235,8 +236,8 @@ func TestStartAndStop(t *testing.T) {
 	if err := json.Unmarshal(b, &agentCfg); err != nil {
 		t.Fatal(err)
 	}
-	if agentCfg.Secret != "s3cret" || agentCfg.Network != (protocol.Network{}) {
-		t.Errorf("agent config: got secret %q network %+v, want the spec's secret and no network", agentCfg.Secret, agentCfg.Network)
+	if agentCfg.Secret != "s3cret" || agentCfg.ControlSecret != "c0ntrol" || agentCfg.Network != (protocol.Network{}) {
+		t.Errorf("agent config: got secrets %q %q network %+v, want the spec's secrets and no network", agentCfg.Secret, agentCfg.ControlSecret, agentCfg.Network)
 	}
 	if fi, err := os.Stat(filepath.Join(vmDir, "agent.json")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("agent config mode: got %v (%v), want 0600: it holds the secret", fi.Mode(), err)
@@ -246,15 +247,18 @@ func TestStartAndStop(t *testing.T) {
 	if got, want := m.ID(), string(env.spec.VM.UID); got != want {
 		t.Errorf("ID: got %q, want %q", got, want)
 	}
-	if got, want := m.Endpoint(), net.JoinHostPort("127.0.0.1", strconv.Itoa(env.agent.port(t))); got != want {
+	if got, want := m.Endpoint(), net.JoinHostPort("127.0.0.1", strconv.Itoa(env.agent.port(t)+1)); got != want {
 		t.Errorf("Endpoint: got %q, want %q", got, want)
+	}
+	if got, want := m.ControlEndpoint(), net.JoinHostPort("127.0.0.1", strconv.Itoa(env.agent.port(t))); got != want {
+		t.Errorf("ControlEndpoint: got %q, want %q", got, want)
 	}
 	if reqs, _ := env.agent.counts(); reqs == 0 {
 		t.Error("the agent's health check was never called")
 	}
 	for _, s := range env.agent.secrets {
-		if s != "s3cret" {
-			t.Errorf("a request to the agent carried secret %q, want s3cret", s)
+		if s != "c0ntrol" {
+			t.Errorf("a request to the agent carried control secret %q, want c0ntrol", s)
 		}
 	}
 	waitFor(t, "the console log", func() bool {

@@ -33,8 +33,8 @@ func unitValues(t *testing.T, rel string) map[string][]string {
 }
 
 // TestGuestUnitsMatchEngine checks that the units in the Ignite runtime
-// images use the paths the engine copies files to and the port it
-// health-checks.
+// images use the paths the engine copies files to, the data port it hands
+// the gateway and the control port it health-checks.
 func TestGuestUnitsMatchEngine(t *testing.T) {
 	agent := unitValues(t, "guest/ignite/faas-agent.service")
 	mount := unitValues(t, "guest/ignite/function.mount")
@@ -55,6 +55,7 @@ func TestGuestUnitsMatchEngine(t *testing.T) {
 		{"agent -config", flag("-config"), GuestConfigPath},
 		{"agent -code", flag("-code"), protocol.CodeDir},
 		{"agent -listen", flag("-listen"), "0.0.0.0:" + strconv.Itoa(protocol.AgentPort)},
+		{"agent -control-listen", flag("-control-listen"), "0.0.0.0:" + strconv.Itoa(protocol.ControlPort)},
 		{"agent condition", strings.Join(agent["ConditionPathExists"], " "), GuestConfigPath},
 		{"agent needs the code", strings.Join(agent["Requires"], " "), "function.mount"},
 		{"agent ends the vm", strings.Join(agent["SuccessAction"], " ") + "/" + strings.Join(agent["FailureAction"], " "), "reboot/reboot"},

@@ -17,16 +17,17 @@ import (
 // Config.StatusInterval whether the VM still runs and refreshes the console
 // log file every Config.LogInterval, until the VM stops or Stop is called.
 type machine struct {
-	e           *Engine
-	log         *slog.Logger
-	id          string // the appliance's VM UID
-	uid         string // Ignite UID
-	name        string // Ignite VM name
-	vmName      string // the appliance's VM name, which names its kept console log
-	dir         string
-	endpoint    string
-	secret      string
-	containerID string
+	e        *Engine
+	log      *slog.Logger
+	id       string // the appliance's VM UID
+	uid      string // Ignite UID
+	name     string // Ignite VM name
+	vmName   string // the appliance's VM name, which names its kept console log
+	dir      string
+	endpoint string // the agent's data listener
+	// controlEndpoint and controlSecret reach the agent's control listener.
+	controlEndpoint, controlSecret string
+	containerID                    string
 
 	cancelWatch context.CancelFunc
 	watchDone   chan struct{}
@@ -41,19 +42,20 @@ var _ vm.Machine = (*machine)(nil)
 func newMachine(b *boot) *machine {
 	ctx, cancel := context.WithCancel(context.Background()) // the VM's life, not the boot's
 	m := &machine{
-		e:           b.e,
-		log:         b.log,
-		id:          string(b.spec.VM.UID),
-		uid:         b.uid,
-		name:        b.name,
-		vmName:      b.spec.VM.Name,
-		dir:         b.dir,
-		endpoint:    b.endpointAddr(),
-		secret:      b.spec.Agent.Secret,
-		containerID: b.containerID,
-		cancelWatch: cancel,
-		watchDone:   make(chan struct{}),
-		exit:        vm.NewExit(b.name),
+		e:               b.e,
+		log:             b.log,
+		id:              string(b.spec.VM.UID),
+		uid:             b.uid,
+		name:            b.name,
+		vmName:          b.spec.VM.Name,
+		dir:             b.dir,
+		endpoint:        b.endpointAddr(),
+		controlEndpoint: b.controlAddr(),
+		controlSecret:   b.spec.Agent.ControlSecret,
+		containerID:     b.containerID,
+		cancelWatch:     cancel,
+		watchDone:       make(chan struct{}),
+		exit:            vm.NewExit(b.name),
 	}
 	go m.watch(ctx)
 	return m
@@ -62,8 +64,11 @@ func newMachine(b *boot) *machine {
 // ID is the VM's UID (the appliance's, not Ignite's).
 func (m *machine) ID() string { return m.id }
 
-// Endpoint is the VM's IP on Ignite's network and the agent's port.
+// Endpoint is the VM's IP on Ignite's network and the agent's data port.
 func (m *machine) Endpoint() string { return m.endpoint }
+
+// ControlEndpoint is the VM's IP and the agent's control port.
+func (m *machine) ControlEndpoint() string { return m.controlEndpoint }
 
 // ConsoleLog is the host path of a copy of the VM's console, refreshed
 // every Config.LogInterval while the VM runs and once more when it stops
@@ -180,7 +185,7 @@ func (m *machine) shutdown(ctx context.Context) string {
 	m.saveConsole(ctx) // the last chance while `ignite logs` still answers
 	grace, cancel := context.WithTimeout(ctx, m.e.cfg.StopTimeout)
 	defer cancel()
-	if err := m.e.agents.Poweroff(grace, m.log, m.endpoint, m.secret); err != nil {
+	if err := m.e.agents.Poweroff(grace, m.log, m.controlEndpoint, m.controlSecret); err != nil {
 		m.log.Debug("agent poweroff failed", "error", err)
 		return "kill"
 	}

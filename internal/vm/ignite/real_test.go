@@ -140,7 +140,7 @@ func realEngine(t *testing.T, wrapper string) (*Engine, *vm.Spec) {
 	v := helloVM(t)
 	return e, &vm.Spec{
 		VM: v, Code: code,
-		Agent: protocol.Config{Name: "hello", Secret: "s3cret", Mode: protocol.ModeExec, Command: []string{"cat"},
+		Agent: protocol.Config{Name: "hello", Secret: "s3cret", ControlSecret: "c0ntrol", Mode: protocol.ModeExec, Command: []string{"cat"},
 			Timeout: protocol.Duration(time.Second)},
 	}
 }

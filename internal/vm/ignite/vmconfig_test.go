@@ -67,8 +67,9 @@ func setImage(t *testing.T, v *api.VM, ref string) {
 }
 
 // withOverrides loads a function folder that overrides the template: its
-// function.yaml sets memory, cpus and an image; its vm.yaml sets the disk
-// size, extra kernel arguments, a sandbox image and ssh (ignored).
+// function.yaml sets memory, cpus and an image (one the policy allows); its
+// vm.yaml sets the disk size and extra kernel arguments, and a sandbox
+// image and ssh, which are not used.
 func withOverrides(t *testing.T) *api.VM {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "resize")
@@ -98,7 +99,8 @@ spec:
 	}
 	spec, err := function.Load(dir, function.Defaults{
 		Timeout: 30 * time.Second, MaxReplicas: 3, Concurrency: 4, IdleTimeout: 5 * time.Minute,
-		TargetUtilization: 0.8, MaxSize: 1 << 20,
+		TargetUtilization: 0.8, MaxSize: 1 << 20, SnapshotDir: t.TempDir(),
+		Policy: function.Policy{AllowedImages: []string{"python:*"}},
 	}, loadTemplate(t, "config/func-handler.yml"), function.EngineIgnite)
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +125,7 @@ func goldenSpec(v *api.VM) *vm.Spec {
 		VM:   v,
 		Code: goldenCode,
 		Agent: protocol.Config{
-			Name: v.Name, Secret: "s3cret", Mode: protocol.ModeExec, Command: []string{"python3", "handler.py"},
+			Name: v.Name, Secret: "s3cret", ControlSecret: "c0ntrol", Mode: protocol.ModeExec, Command: []string{"python3", "handler.py"},
 			Timeout: protocol.Duration(30 * time.Second),
 		},
 	}
@@ -157,7 +159,7 @@ func TestVMConfigGolden(t *testing.T) {
 			wantImage: "python-ignite:3.12-slim",
 			wantCPUs:  2, wantMem: "256MB", wantDisk: "6GB",
 			wantCmd: DefaultCmdLine + " loglevel=7 mitigations=off",
-			wantBox: "registry.example.com/ignite:v0.10.0-patched",
+			wantBox: "weaveworks/ignite:v0.10.0", // the folder's sandbox is never used
 		},
 		{
 			name:      "seed-v1alpha2",
@@ -347,7 +349,7 @@ func TestKernelCmdLine(t *testing.T) {
 
 func TestAgentConfig(t *testing.T) {
 	c := protocol.Config{
-		Name: "hello", Secret: "s3cret", Mode: protocol.ModeHTTP, Runtime: "python3", Handler: "handler.py",
+		Name: "hello", Secret: "s3cret", ControlSecret: "c0ntrol", Mode: protocol.ModeHTTP, Runtime: "python3", Handler: "handler.py",
 		Timeout: protocol.Duration(5 * time.Second),
 		Network: protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway, DNS: protocol.GuestDNS},
 	}

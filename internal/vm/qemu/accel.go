@@ -73,10 +73,23 @@ func (e *Engine) probeKVM(ctx context.Context, kernel, initrd string) (usable bo
 	if err := openKVM(e.kvmDev); err != nil {
 		return false, err.Error(), nil
 	}
-	for _, f := range []string{kernel, initrd} {
-		if _, err := os.Stat(f); err != nil {
+	cred, release, err := e.users.take(false, true)
+	if err != nil {
+		return false, "", fmt.Errorf("probing kvm: %w", err)
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, p := range []string{kernel, initrd} {
+		f, err := openReadable(p, cred)
+		if err != nil {
+			release()
 			return false, "", fmt.Errorf("probing kvm: %w", err)
 		}
+		files = append(files, f)
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -86,18 +99,27 @@ func (e *Engine) probeKVM(ctx context.Context, kernel, initrd string) (usable bo
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outW.Close()
+		release()
 		return false, "", fmt.Errorf("probing kvm: %w", err)
 	}
 	defer errR.Close()
-	cmd := exec.Command(e.cfg.QEMUPath, probeArgs(kernel, initrd, e.tscKHz)...)
+	cmd := exec.Command(e.cfg.QEMUPath, probeArgs(e.tscKHz)...)
 	cmd.Stdout, cmd.Stderr = outW, errW
-	p, err := startProcess("qemu", cmd)
+	cmd.ExtraFiles = files
+	cmd.Dir = "/"
+	p, err := startProcess("qemu", cmd, cred)
 	outW.Close()
 	errW.Close()
 	if err != nil {
+		release()
 		return false, "", fmt.Errorf("probing kvm: %w", err)
 	}
-	defer p.killAndWait(killWait)
+	defer func() {
+		p.killAndWait(killWait)
+		if p.exited() {
+			release()
+		}
+	}()
 
 	w := newProbeWatch()
 	var wg sync.WaitGroup

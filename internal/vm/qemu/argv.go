@@ -3,7 +3,6 @@ package qemu
 import (
 	"crypto/sha256"
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,14 +12,11 @@ import (
 
 // File names inside a VM's directory.
 const (
-	configDiskName  = "config.img"
-	consoleLogName  = "console.log"
-	qmpSocketName   = "qmp.sock"
-	qemuPidName     = "qemu.pid"
-	qemuStderrName  = "qemu.stderr"
-	passtPidName    = "passt.pid"
-	passtLogName    = "passt.log"
-	passtStderrName = "passt.stderr"
+	configDiskName = "config.img"
+	consoleLogName = "console.log"
+	qmpSocketName  = "qmp.sock"
+	qemuPidName    = "qemu.pid"
+	qemuStderrName = "qemu.stderr"
 )
 
 // vmDir is the directory of the VM with the given UID.
@@ -57,112 +53,111 @@ func machineArgs(accel string) []string {
 	return append(args, "-accel", "tcg", "-cpu", "max")
 }
 
+// sandboxArgs turns on QEMU's seccomp filter with every optional group
+// denied: obsolete system calls, privilege changes (set*uid and friends),
+// spawning processes (fork and exec: so no "exec:" migration, snapshots
+// hand QEMU a descriptor with QMP getfd instead) and resource control
+// (scheduler and priority changes). All of them boot under TCG and KVM.
+func sandboxArgs() []string {
+	return []string{"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"}
+}
+
+// Descriptors QEMU inherits, in exec.Cmd.ExtraFiles order (stdin, stdout
+// and stderr are 0-2: stdout is the console log). QEMU opens no file of
+// its own: the engine opens each one and hands it over, so QEMU can run as
+// a user that may open nothing of the appliance's.
+const (
+	fdKernel = 3 + iota // read through /proc/self/fd (the loader opens a path)
+	fdInitrd
+	fdRoot // the drives come as fd sets (/dev/fdset/N)
+	fdCode
+	fdConfig
+	fdQMP // a listening unix socket, already bound in the VM's directory
+)
+
+// extraFileCount is how many descriptors buildQEMUArgs refers to.
+const extraFileCount = fdQMP - 2
+
 // qemuArgs is everything that varies between two VMs' command lines.
 type qemuArgs struct {
 	Name      string // VM name, shown by ps and QMP
 	Accel     string // AccelKVM or AccelTCG
 	MemoryMiB uint64
 	CPUs      uint64
-	Kernel    string
-	Initrd    string
 	CmdLine   string // complete kernel command line (kernelCmdLine)
-	RootFS    string
-	Code      string
-	Config    string // raw config disk
-	Netdev    string // value of -netdev, id n0 (userNetdev or streamNetdev)
-	MAC       string
-	Dir       string // the VM's directory: console log, QMP socket, pid file
+	// Host paths of what the descriptors hold, recorded as the fd sets'
+	// opaque strings (so ps and Cleanup can tell which VM a QEMU is).
+	RootFS, Code, Config string
+	Egress               bool // restrict=off: the guest may open connections
+	MAC                  string
 }
 
 // buildQEMUArgs returns QEMU's arguments (without the binary) for a.
 func buildQEMUArgs(a qemuArgs) []string {
 	args := machineArgs(a.Accel)
+	args = append(args, sandboxArgs()...)
 	args = append(args,
 		"-name", "guest="+optEscape(a.Name),
 		"-m", strconv.FormatUint(a.MemoryMiB, 10),
 		"-smp", strconv.FormatUint(a.CPUs, 10),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-kernel", a.Kernel,
-		"-initrd", a.Initrd,
+		"-kernel", procFD(fdKernel),
+		"-initrd", procFD(fdInitrd),
 		"-append", a.CmdLine,
 	)
-	for _, d := range []struct{ id, file string }{
-		{"root", a.RootFS}, {"code", a.Code}, {"config", a.Config},
+	for set, d := range []struct {
+		id, file string
+		fd       int
+	}{
+		{"root", a.RootFS, fdRoot}, {"code", a.Code, fdCode}, {"config", a.Config, fdConfig},
 	} {
 		args = append(args,
-			"-drive", "file="+optEscape(d.file)+",format=raw,if=none,id="+d.id+",readonly=on",
+			"-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=%s", d.fd, set+1, optEscape(d.id+":"+d.file)),
+			"-drive", fmt.Sprintf("file=/dev/fdset/%d,format=raw,if=none,id=%s,readonly=on", set+1, d.id),
 			"-device", "virtio-blk-device,drive="+d.id,
 		)
 	}
 	return append(args,
-		"-netdev", a.Netdev,
+		"-netdev", userNetdev(a.Egress),
 		"-device", "virtio-net-device,netdev=n0,mac="+a.MAC,
-		"-chardev", "file,id=con,path="+optEscape(filepath.Join(a.Dir, consoleLogName)),
+		"-chardev", "stdio,id=con,signal=off",
 		"-serial", "chardev:con",
-		"-qmp", "unix:"+optEscape(filepath.Join(a.Dir, qmpSocketName))+",server=on,wait=off",
-		"-pidfile", filepath.Join(a.Dir, qemuPidName),
+		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", fdQMP),
+		"-mon", "chardev=qmp,mode=control",
 	)
 }
 
-// userNetdev is the -netdev value for a VM without egress: user-mode
-// networking that lets the guest reach nothing (restrict=on) while the host
-// reaches the agent through a forward from a free loopback port.
-func userNetdev() string {
-	return fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:0-:%d", protocol.AgentPort)
-}
+// procFD names an inherited descriptor as a path QEMU can open.
+func procFD(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
-// streamFD is the descriptor number under which QEMU and passt each inherit
-// their end of the socketpair that carries the guest's frames (the first
-// entry of exec.Cmd.ExtraFiles).
-const streamFD = 3
-
-// streamNetdev is the -netdev value for a VM with egress: frames travel
-// over an inherited, already connected socket to passt.
-func streamNetdev(fd int) string {
-	return fmt.Sprintf("stream,id=n0,server=off,addr.type=fd,addr.str=%d", fd)
-}
-
-// passtArgs is everything that varies between two passt command lines.
-type passtArgs struct {
-	FD       int    // inherited socket connected to QEMU
-	HostPort int    // loopback port forwarded to the agent
-	Dir      string // the VM's directory, for the log file
-}
-
-// buildPasstArgs returns passt's arguments (without the binary). passt
-// serves one client on an inherited socket and exits when QEMU closes it
-// (--one-off), so it never outlives its VM. --no-map-gw keeps the host's
-// loopback out of the guest's reach; the guest gets the same addresses as
-// with QEMU's user-mode network, and DNS queries to protocol.GuestDNS go
-// to the host's resolver.
-func buildPasstArgs(a passtArgs) []string {
-	addr := netip.MustParsePrefix(protocol.GuestAddress)
-	return []string{
-		"--foreground", "--one-off",
-		"--fd", strconv.Itoa(a.FD),
-		"--log-file", filepath.Join(a.Dir, passtLogName),
-		"--ipv4-only",
-		"--no-map-gw",
-		"--address", addr.Addr().String(),
-		"--netmask", strconv.Itoa(addr.Bits()),
-		"--gateway", protocol.GuestGateway,
-		"--dns", protocol.GuestDNS,
-		"--dns-forward", protocol.GuestDNS,
-		"--tcp-ports", fmt.Sprintf("127.0.0.1/%d:%d", a.HostPort, protocol.AgentPort),
-		"--udp-ports", "none",
+// userNetdev is the -netdev value: QEMU's user-mode network, with forwards
+// from free loopback ports to the agent's data and control ports. Without
+// egress, restrict=on: the guest can reach nothing at all. With egress the
+// guest may open connections, which QEMU makes from its own process, as
+// its own user: the firewall (see Config.Firewall) is what keeps those off
+// the appliance, the host and the local networks. IPv6 is off either way.
+func userNetdev(egress bool) string {
+	restrict := "on"
+	if egress {
+		restrict = "off"
 	}
+	return fmt.Sprintf("user,id=n0,restrict=%s,ipv6=off,hostfwd=tcp:127.0.0.1:0-:%d,hostfwd=tcp:127.0.0.1:0-:%d",
+		restrict, protocol.AgentPort, protocol.ControlPort)
 }
 
 // probeArgs returns the arguments of the probe boot that tells whether KVM
 // really runs a guest: the agent sees faas.probe=1, prints probeOKLine on
 // the console (QEMU's stdout) and reboots, which ends QEMU (-no-reboot).
-func probeArgs(kernel, initrd string, tscKHz int) []string {
+// The kernel and initramfs come as descriptors fdKernel and fdInitrd, as
+// for a VM.
+func probeArgs(tscKHz int) []string {
 	args := machineArgs(AccelKVM)
+	args = append(args, sandboxArgs()...)
 	return append(args,
 		"-m", "256", "-smp", "1",
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-kernel", kernel,
-		"-initrd", initrd,
+		"-kernel", procFD(fdKernel),
+		"-initrd", procFD(fdInitrd),
 		"-append", kernelCmdLine(tscKHz, "faas.probe=1"),
 		"-chardev", "stdio,id=con,signal=off",
 		"-serial", "chardev:con",

@@ -21,37 +21,40 @@ func flagValues(args []string, flag string) []string {
 func TestBuildQEMUArgsFull(t *testing.T) {
 	got := buildQEMUArgs(qemuArgs{
 		Name: "hello", Accel: AccelTCG, MemoryMiB: 256, CPUs: 1,
-		Kernel: "/k/vmlinux", Initrd: "/k/initrd.cpio",
 		CmdLine: kernelCmdLine(2596144, ""),
 		RootFS:  "/img/python3.ext4", Code: "/img/code.ext4", Config: "/s/vms/u1/config.img",
-		Netdev: userNetdev(), MAC: "02:00:00:00:00:01", Dir: "/s/vms/u1",
+		MAC: "02:00:00:00:00:01",
 	})
 	want := []string{
 		"-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on", "-accel", "tcg", "-cpu", "max",
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-name", "guest=hello", "-m", "256", "-smp", "1",
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-kernel", "/k/vmlinux", "-initrd", "/k/initrd.cpio",
+		"-kernel", "/proc/self/fd/3", "-initrd", "/proc/self/fd/4",
 		"-append", "console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=2596144 tsc=reliable cryptomgr.notests",
-		"-drive", "file=/img/python3.ext4,format=raw,if=none,id=root,readonly=on", "-device", "virtio-blk-device,drive=root",
-		"-drive", "file=/img/code.ext4,format=raw,if=none,id=code,readonly=on", "-device", "virtio-blk-device,drive=code",
-		"-drive", "file=/s/vms/u1/config.img,format=raw,if=none,id=config,readonly=on", "-device", "virtio-blk-device,drive=config",
-		"-netdev", "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:0-:8080",
+		"-add-fd", "fd=5,set=1,opaque=root:/img/python3.ext4",
+		"-drive", "file=/dev/fdset/1,format=raw,if=none,id=root,readonly=on", "-device", "virtio-blk-device,drive=root",
+		"-add-fd", "fd=6,set=2,opaque=code:/img/code.ext4",
+		"-drive", "file=/dev/fdset/2,format=raw,if=none,id=code,readonly=on", "-device", "virtio-blk-device,drive=code",
+		"-add-fd", "fd=7,set=3,opaque=config:/s/vms/u1/config.img",
+		"-drive", "file=/dev/fdset/3,format=raw,if=none,id=config,readonly=on", "-device", "virtio-blk-device,drive=config",
+		"-netdev", "user,id=n0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:0-:8080,hostfwd=tcp:127.0.0.1:0-:8081",
 		"-device", "virtio-net-device,netdev=n0,mac=02:00:00:00:00:01",
-		"-chardev", "file,id=con,path=/s/vms/u1/console.log", "-serial", "chardev:con",
-		"-qmp", "unix:/s/vms/u1/qmp.sock,server=on,wait=off",
-		"-pidfile", "/s/vms/u1/qemu.pid",
+		"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
+		"-chardev", "socket,id=qmp,fd=8,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("buildQEMUArgs:\ngot  %q\nwant %q", got, want)
+	}
+	if n := extraFileCount; n != 6 {
+		t.Errorf("extraFileCount: got %d, want 6 (fds 3-8)", n)
 	}
 }
 
 func TestBuildQEMUArgs(t *testing.T) {
 	base := qemuArgs{
-		Name: "fn", Accel: AccelTCG, MemoryMiB: 256, CPUs: 1,
-		Kernel: "/k/vmlinux", Initrd: "/k/initrd", CmdLine: "console=ttyS0",
-		RootFS: "/r.ext4", Code: "/c.ext4", Config: "/d/config.img",
-		Netdev: userNetdev(), MAC: "02:00:00:00:00:01", Dir: "/d",
+		Name: "fn", Accel: AccelTCG, MemoryMiB: 256, CPUs: 1, CmdLine: "console=ttyS0",
+		RootFS: "/r.ext4", Code: "/c.ext4", Config: "/d/config.img", MAC: "02:00:00:00:00:01",
 	}
 	tests := []struct {
 		name   string
@@ -74,14 +77,14 @@ func TestBuildQEMUArgs(t *testing.T) {
 			want:   map[string][]string{"-m": {"1024"}, "-smp": {"4"}},
 		},
 		{
-			name:   "egress off",
+			name:   "egress off: restricted, both agent ports forwarded",
 			modify: func(a *qemuArgs) {},
-			want:   map[string][]string{"-netdev": {"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:0-:8080"}},
+			want:   map[string][]string{"-netdev": {"user,id=n0,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:0-:8080,hostfwd=tcp:127.0.0.1:0-:8081"}},
 		},
 		{
-			name:   "egress on",
-			modify: func(a *qemuArgs) { a.Netdev = streamNetdev(streamFD) },
-			want:   map[string][]string{"-netdev": {"stream,id=n0,server=off,addr.type=fd,addr.str=3"}},
+			name:   "egress on: unrestricted, still IPv4 only",
+			modify: func(a *qemuArgs) { a.Egress = true },
+			want:   map[string][]string{"-netdev": {"user,id=n0,restrict=off,ipv6=off,hostfwd=tcp:127.0.0.1:0-:8080,hostfwd=tcp:127.0.0.1:0-:8081"}},
 		},
 		{
 			name:   "cmdline append",
@@ -92,27 +95,40 @@ func TestBuildQEMUArgs(t *testing.T) {
 		{
 			name: "commas in paths are doubled",
 			modify: func(a *qemuArgs) {
-				a.RootFS, a.Dir, a.Config, a.Name = "/img/a,b.ext4", "/s,t/vm", "/s,t/vm/config.img", "x,y"
+				a.RootFS, a.Config, a.Name = "/img/a,b.ext4", "/s,t/vm/config.img", "x,y"
 			},
 			want: map[string][]string{
-				"-drive": {
-					"file=/img/a,,b.ext4,format=raw,if=none,id=root,readonly=on",
-					"file=/c.ext4,format=raw,if=none,id=code,readonly=on",
-					"file=/s,,t/vm/config.img,format=raw,if=none,id=config,readonly=on",
+				"-add-fd": {
+					"fd=5,set=1,opaque=root:/img/a,,b.ext4",
+					"fd=6,set=2,opaque=code:/c.ext4",
+					"fd=7,set=3,opaque=config:/s,,t/vm/config.img",
 				},
-				"-chardev": {"file,id=con,path=/s,,t/vm/console.log"},
-				"-qmp":     {"unix:/s,,t/vm/qmp.sock,server=on,wait=off"},
-				"-name":    {"guest=x,,y"},
-				"-pidfile": {"/s,t/vm/qemu.pid"},
+				"-name": {"guest=x,,y"},
 			},
 		},
 		{
-			name:   "every disk read-only, virtio-mmio devices",
+			name:   "every disk read-only from a descriptor, virtio-mmio devices",
 			modify: func(a *qemuArgs) {},
-			want: map[string][]string{"-device": {
-				"virtio-blk-device,drive=root", "virtio-blk-device,drive=code", "virtio-blk-device,drive=config",
-				"virtio-net-device,netdev=n0,mac=02:00:00:00:00:01",
-			}},
+			want: map[string][]string{
+				"-drive": {
+					"file=/dev/fdset/1,format=raw,if=none,id=root,readonly=on",
+					"file=/dev/fdset/2,format=raw,if=none,id=code,readonly=on",
+					"file=/dev/fdset/3,format=raw,if=none,id=config,readonly=on",
+				},
+				"-device": {
+					"virtio-blk-device,drive=root", "virtio-blk-device,drive=code", "virtio-blk-device,drive=config",
+					"virtio-net-device,netdev=n0,mac=02:00:00:00:00:01",
+				},
+			},
+		},
+		{
+			name:   "sandboxed, no pid file or path QEMU would open itself",
+			modify: func(a *qemuArgs) {},
+			want: map[string][]string{
+				"-sandbox": {"on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"},
+				"-pidfile": nil, "-qmp": nil,
+				"-kernel": {"/proc/self/fd/3"}, "-initrd": {"/proc/self/fd/4"},
+			},
 		},
 	}
 	for _, tt := range tests {
@@ -155,33 +171,18 @@ func TestKernelCmdLine(t *testing.T) {
 	}
 }
 
-func TestBuildPasstArgs(t *testing.T) {
-	got := buildPasstArgs(passtArgs{FD: 3, HostPort: 41234, Dir: "/s/vms/u1"})
-	want := []string{
-		"--foreground", "--one-off", "--fd", "3",
-		"--log-file", "/s/vms/u1/passt.log",
-		"--ipv4-only", "--no-map-gw",
-		"--address", "10.0.2.15", "--netmask", "24", "--gateway", "10.0.2.2",
-		"--dns", "10.0.2.3", "--dns-forward", "10.0.2.3",
-		"--tcp-ports", "127.0.0.1/41234:8080",
-		"--udp-ports", "none",
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("buildPasstArgs:\ngot  %q\nwant %q", got, want)
-	}
-}
-
 func TestProbeArgs(t *testing.T) {
-	args := probeArgs("/k/vmlinux", "/k/initrd", 2000000)
+	args := probeArgs(2000000)
 	for flag, want := range map[string][]string{
-		"-accel":  {"kvm"},
-		"-cpu":    {"host"},
-		"-kernel": {"/k/vmlinux"},
-		"-initrd": {"/k/initrd"},
-		"-append": {"console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=2000000 tsc=reliable cryptomgr.notests faas.probe=1"},
-		"-serial": {"chardev:con"},
-		"-drive":  nil,
-		"-netdev": nil,
+		"-accel":   {"kvm"},
+		"-cpu":     {"host"},
+		"-sandbox": {"on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"},
+		"-kernel":  {"/proc/self/fd/3"},
+		"-initrd":  {"/proc/self/fd/4"},
+		"-append":  {"console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=2000000 tsc=reliable cryptomgr.notests faas.probe=1"},
+		"-serial":  {"chardev:con"},
+		"-drive":   nil,
+		"-netdev":  nil,
 	} {
 		if got := flagValues(args, flag); !slices.Equal(got, want) {
 			t.Errorf("%s: got %q, want %q", flag, got, want)

@@ -18,14 +18,14 @@ import (
 type Leftover struct {
 	// Dir is the VM directory, now removed.
 	Dir string
-	// Killed lists the QEMU and passt processes of that VM that were still
-	// running and have been killed.
+	// Killed lists the QEMU processes of that VM that were still running
+	// and have been killed.
 	Killed []int
 }
 
 // Cleanup removes what an earlier run of the engine left under stateDir: for
-// each VM directory it kills the QEMU and passt processes named by its pid
-// files, after checking in /proc that the pid really is that program
+// each VM directory it kills the QEMU process named by its pid file, after
+// checking in /proc that the pid really is that program
 // started for that directory (a pid may have been reused), then removes the
 // directory. Call it before starting any VM with the same state dir.
 //
@@ -91,7 +91,6 @@ func cleanupDir(ctx context.Context, dir, qemuProgram string) (Leftover, error) 
 	lo := Leftover{Dir: dir}
 	for _, pf := range []struct{ file, program string }{
 		{qemuPidName, qemuProgram},
-		{passtPidName, "passt"},
 	} {
 		pid, ok := readPidFile(filepath.Join(dir, pf.file))
 		if !ok || !isVMProcess(pid, pf.program, dir) {

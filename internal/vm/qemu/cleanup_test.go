@@ -103,7 +103,6 @@ func TestCleanup(t *testing.T) {
 			setup: func(t *testing.T, dir string) (*child, *child) {
 				s := startChild(t, exec.Command("sleep", "300"))
 				writePid(t, filepath.Join(dir, qemuPidName), s.cmd.Process.Pid)
-				writePid(t, filepath.Join(dir, passtPidName), s.cmd.Process.Pid)
 				return nil, s
 			},
 		},

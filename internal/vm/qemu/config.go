@@ -1,8 +1,10 @@
 package qemu
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/faasvm/appliance/internal/vm"
@@ -21,8 +23,13 @@ const (
 
 // Defaults applied by Config.withDefaults.
 const (
-	DefaultQEMUPath  = "qemu-system-x86_64"
-	DefaultPasstPath = "passt"
+	DefaultQEMUPath = "qemu-system-x86_64"
+	// DefaultUIDBase and DefaultUIDCount place the VM user pools at uids
+	// 40000-40999 (no egress) and 41000-41999 (egress): inside the 65536
+	// ids a user-namespaced container has, away from system and login
+	// users.
+	DefaultUIDBase  = 40000
+	DefaultUIDCount = 1000
 	// DefaultBootTimeout is generous because under TCG on a busy host a
 	// guest (and an interpreter starting in it) runs many times slower; a
 	// handler that fails to start is reported at once, not at the timeout.
@@ -37,9 +44,19 @@ type Config struct {
 	// QEMUPath is the qemu-system-x86_64 binary: a path, or a name looked up
 	// in PATH. Default DefaultQEMUPath.
 	QEMUPath string
-	// PasstPath is the passt binary, used only for VMs with egress. Default
-	// DefaultPasstPath. A missing passt fails only the VMs that need it.
-	PasstPath string
+	// UIDBase is the first user ID QEMU runs as (each VM its own uid, and
+	// gid of the same number; see UIDPools). Default DefaultUIDBase;
+	// negative: QEMU runs as the engine's own user. An engine that is not
+	// root runs QEMU as itself whatever this says.
+	UIDBase int
+	// UIDCount is the size of each of the two pools (VMs without and with
+	// egress), so at most this many VMs of a kind run at once. Default
+	// DefaultUIDCount.
+	UIDCount int
+	// Firewall keeps the VMs' own connections off the appliance. Without
+	// one (nil), VMs with egress are refused: the guest could reach the
+	// gateway and the host through the container's addresses.
+	Firewall Firewall
 	// Accel is AccelAuto, AccelKVM or AccelTCG. Default AccelAuto.
 	Accel string
 	// StateDir is where per-VM directories live (StateDir/vms/<uid>/: config
@@ -70,8 +87,11 @@ func (c Config) withDefaults() Config {
 	if c.QEMUPath == "" {
 		c.QEMUPath = DefaultQEMUPath
 	}
-	if c.PasstPath == "" {
-		c.PasstPath = DefaultPasstPath
+	if c.UIDBase == 0 {
+		c.UIDBase = DefaultUIDBase
+	}
+	if c.UIDCount == 0 {
+		c.UIDCount = DefaultUIDCount
 	}
 	if c.Accel == "" {
 		c.Accel = AccelAuto
@@ -99,6 +119,12 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("qemu config: accel %q is not %q, %q or %q", c.Accel, AccelAuto, AccelKVM, AccelTCG)
 	}
+	if c.UIDCount < 0 {
+		return fmt.Errorf("qemu config: uid count %d is negative", c.UIDCount)
+	}
+	if d := c.withDefaults(); d.UIDBase > 0 && int64(d.UIDBase)+2*int64(d.UIDCount) > math.MaxUint32-1 {
+		return fmt.Errorf("qemu config: uids from %d for 2 x %d VMs go past the largest user id", d.UIDBase, d.UIDCount)
+	}
 	if err := vm.ValidateDirs("qemu", c.StateDir, c.KeepLogsDir); err != nil {
 		return err
 	}
@@ -118,3 +144,13 @@ const maxUnixPath = 107
 
 // exampleUID has the length of the UIDs vm.NewVM makes (a UUID string).
 const exampleUID = "00000000-0000-0000-0000-000000000000"
+
+// Firewall keeps what QEMU processes connect to themselves (user-mode
+// networking makes a guest's connections from inside QEMU) away from the
+// appliance: for the uids of VMs without egress, no new connection at all;
+// for those with egress, nothing local, link-local, on the local networks
+// or on the operator's deny list. Engine.Start calls Ensure before every
+// boot, so rules are refreshed when the host's addresses change.
+type Firewall interface {
+	Ensure(ctx context.Context) error
+}

@@ -1,15 +1,22 @@
 // Package qemu is the vm.Engine that runs each VM as a QEMU microvm: KVM when
 // it really works on the host, TCG (software emulation) otherwise.
 //
-// A VM's host-side files live in one directory, <StateDir>/vms/<uid>/: the
-// raw config disk, the console log, QEMU's stderr, its QMP socket and pid
-// file (and passt's log and pid file for VMs with egress). Stop removes it;
+// A VM's host-side files live in one directory, <StateDir>/vms/<uid>/,
+// owned by the engine and closed to everyone else: the raw config disk, the
+// console log, QEMU's stderr, its QMP socket and pid file. Stop removes it;
 // Cleanup removes what a crashed run left behind.
 //
+// QEMU runs deprivileged: as a user ID of its own per VM (Config.UIDBase),
+// under its seccomp sandbox (-sandbox on with every optional group denied),
+// and it opens no file itself: the engine opens the kernel, initramfs,
+// disks, console log and QMP socket and hands them over as descriptors.
+//
 // Networking is user-mode, so host-to-guest traffic stays on loopback and
-// needs no privileges: without egress QEMU's own slirp with restrict=on
-// forwards a free loopback port to the agent; with egress passt does the
-// same and also lets the guest open outbound connections.
+// needs no privileges: QEMU's own slirp forwards two free loopback ports to
+// the agent's data and control listeners. Without egress it runs with
+// restrict=on, and the guest can reach nothing; with egress the guest's
+// connections leave from QEMU's process, and Config.Firewall keeps them off
+// the appliance, the host and the local networks.
 package qemu
 
 import (
@@ -24,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +46,11 @@ type Engine struct {
 	agents *vm.AgentClient // health checks and poweroff
 	tscKHz int             // host TSC rate for tsc_early_khz; 0 when unknown
 	kvmDev string          // the KVM device, /dev/kvm (tests point it elsewhere)
+	users  *vmUsers        // the uids QEMU runs as
+
+	// warnedFirewall and warnedRoot make the warnings of the kind that
+	// would repeat at every boot appear once.
+	warnedFirewall, warnedRoot atomic.Bool
 
 	probing chan struct{} // one-slot semaphore: one accelerator decision at a time
 	mu      sync.Mutex    // guards the fields below
@@ -68,6 +81,17 @@ func New(cfg Config) (*Engine, error) {
 		probing: make(chan struct{}, 1),
 	}
 	e.agents = vm.NewAgentClient(nil) // the agent is always on loopback
+	e.users = newVMUsers(cfg, e.kvmDev)
+	switch {
+	case e.users.enabled:
+		iso, egr, _ := cfg.UIDPools()
+		e.log.Info("QEMU runs deprivileged: a user id of its own per VM, seccomp sandbox on",
+			"uids_no_egress", fmt.Sprintf("%d-%d", iso.First, iso.Last), "uids_egress", fmt.Sprintf("%d-%d", egr.First, egr.Last))
+	case cfg.UIDBase < 0:
+		e.log.Warn("QEMU runs as the appliance's own user (vm_uid_base is 0): a guest that escapes QEMU acts as this user")
+	default:
+		e.log.Info("the engine is not root, so QEMU runs as the engine's own user (seccomp sandbox on)")
+	}
 	if khz, err := readTSCKHz(); err != nil {
 		e.log.Warn("host TSC rate unknown; guests calibrate it themselves, which can hang a boot on a busy host",
 			"error", err)
@@ -148,7 +172,9 @@ func (e *Engine) Start(ctx context.Context, spec *vm.Spec) (vm.Machine, error) {
 		{Name: "assets", Run: b.assets},
 		{Name: "config disk", Run: b.configDisk},
 		{Name: "accel", Run: b.chooseAccel},
+		{Name: "user", Run: b.user},
 		{Name: "network", Timed: true, Run: b.network},
+		{Name: "files", Timed: true, Run: b.files},
 		{Name: "process", Timed: true, Run: b.process},
 		{Name: "endpoint", Timed: true, Run: b.endpoint},
 		{Name: "agent ready", Timed: true, Run: b.agentReady},
@@ -157,8 +183,12 @@ func (e *Engine) Start(ctx context.Context, spec *vm.Spec) (vm.Machine, error) {
 		return nil, fmt.Errorf("starting vm %s: %w", spec.VM.Name, err)
 	}
 	m := newMachine(b)
-	b.log.Info("vm started", "accel", b.accel, "endpoint", m.endpoint, "egress", spec.Egress,
-		"took", time.Since(begin))
+	uid := "engine's own"
+	if b.cred != nil {
+		uid = strconv.FormatUint(uint64(b.cred.Uid), 10)
+	}
+	b.log.Info("vm started", "accel", b.accel, "endpoint", m.endpoint, "control_endpoint", m.controlEndpoint,
+		"egress", spec.Egress, "uid", uid, "took", time.Since(begin))
 	return m, nil
 }
 
@@ -171,12 +201,14 @@ type boot struct {
 	log  *slog.Logger
 	dir  string
 
-	accel      string
-	netdev     string
-	extraFiles []*os.File // inherited by QEMU (its end of passt's socket)
-	hostPort   int
-	qemu       *process
-	passt      *process
+	accel       string
+	cred        *syscall.Credential // QEMU's user; nil: the engine's own
+	releaseUID  func()              // gives cred's uid back once QEMU is reaped
+	extraFiles  []*os.File          // QEMU's descriptors from 3 on (see fdKernel)
+	console     *os.File            // QEMU's stdout
+	dataPort    int                 // loopback port forwarded to the agent's data listener
+	controlPort int                 // and to its control listener
+	qemu        *process
 }
 
 func (b *boot) path(name string) string { return filepath.Join(b.dir, name) }
@@ -202,7 +234,8 @@ func (b *boot) assets(context.Context) error {
 	return nil
 }
 
-// configDisk writes the agent's config disk.
+// configDisk writes the agent's config disk (it holds both secrets: only
+// the engine can read it; QEMU gets a descriptor).
 func (b *boot) configDisk(context.Context) error {
 	img, err := protocol.EncodeDisk(&b.spec.Agent)
 	if err != nil {
@@ -221,54 +254,120 @@ func (b *boot) chooseAccel(ctx context.Context) error {
 	return err
 }
 
-// network prepares the guest's network: QEMU's user-mode network without
-// egress, passt with it.
-func (b *boot) network(context.Context) error {
-	if !b.spec.Egress {
-		b.netdev = userNetdev()
+// user picks the uid QEMU runs as.
+func (b *boot) user(context.Context) error {
+	kvm := b.accel == AccelKVM
+	cred, release, err := b.e.users.take(b.spec.Egress, kvm)
+	if err != nil {
+		return err
+	}
+	if cred == nil && kvm && b.e.users.enabled && b.e.warnedRoot.CompareAndSwap(false, true) {
+		b.log.Warn("QEMU runs as the appliance's user under KVM: the KVM device is not read-write for its group "+
+			"(chmod 0660 and chgrp it to a kvm group to run VMs deprivileged)", "device", b.e.kvmDev)
+	}
+	b.cred, b.releaseUID = cred, release
+	b.Cleanup(func() error { release(); return nil })
+	return nil
+}
+
+// network checks the firewall that keeps the guest's connections (QEMU's
+// own, in user-mode networking) off the appliance: required with egress,
+// best effort without (restrict=on already keeps the guest in; the
+// firewall also holds a QEMU that a guest took over).
+func (b *boot) network(ctx context.Context) error {
+	fw := b.e.cfg.Firewall
+	if b.spec.Egress {
+		switch {
+		case fw == nil:
+			return errors.New("egress needs the egress firewall, and this engine has none: " +
+				"the guest could reach the appliance through the host's own addresses")
+		case b.cred == nil:
+			return errors.New("egress needs QEMU to run as a VM user of its own (vm_uid_base), " +
+				"which is what the egress firewall recognises")
+		}
+		if err := fw.Ensure(ctx); err != nil {
+			return fmt.Errorf("egress refused: the firewall that keeps guests off the appliance cannot be installed "+
+				"(the appliance needs NET_ADMIN and nft: compose.egress.yaml): %w", err)
+		}
 		return nil
 	}
-	passtPath, err := exec.LookPath(b.e.cfg.PasstPath)
-	if err != nil {
-		return fmt.Errorf("egress needs passt: %w", err)
+	if fw != nil && b.cred != nil {
+		if err := fw.Ensure(ctx); err != nil && b.e.warnedFirewall.CompareAndSwap(false, true) {
+			b.log.Warn("no firewall for VM processes; VMs without egress still reach nothing through QEMU's restricted network",
+				"err", err)
+		}
 	}
-	port, err := freeLoopbackPort()
-	if err != nil {
-		return err
-	}
-	// passt drops root for "nobody", so it could not bind a socket in our
-	// 0700 VM directory; an inherited socketpair needs no path at all.
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("creating passt socketpair: %w", err)
-	}
-	qemuEnd := os.NewFile(uintptr(fds[0]), "qemu-net")
-	passtEnd := os.NewFile(uintptr(fds[1]), "passt-net")
-	defer passtEnd.Close()
-	b.Cleanup(func() error { qemuEnd.Close(); return nil })
-
-	stderr, err := os.OpenFile(b.path(passtStderrName), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("creating passt stderr file: %w", err)
-	}
-	defer stderr.Close()
-	cmd := exec.Command(passtPath, buildPasstArgs(passtArgs{FD: streamFD, HostPort: port, Dir: b.dir})...)
-	cmd.ExtraFiles = []*os.File{passtEnd}
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	cmd.Dir = b.dir
-	p, err := startProcess("passt", cmd)
-	if err != nil {
-		return err
-	}
-	b.passt = p
-	b.Cleanup(func() error { return p.killAndWait(killWait) })
-	if err := os.WriteFile(b.path(passtPidName), []byte(strconv.Itoa(p.pid)+"\n"), 0o600); err != nil {
-		return fmt.Errorf("writing passt pid file: %w", err)
-	}
-	b.netdev = streamNetdev(streamFD)
-	b.extraFiles = []*os.File{qemuEnd}
-	b.hostPort = port
 	return nil
+}
+
+// files opens everything QEMU is given, in the order of fdKernel...fdQMP,
+// plus its stdout (the console log) and stderr. Reading through
+// /proc/self/fd, the loader needs the kernel and initramfs readable by
+// QEMU's user (they are: root-owned and world-readable), not the
+// directories they live in.
+func (b *boot) files(context.Context) error {
+	var files []*os.File
+	b.Cleanup(func() error {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil
+	})
+	for _, p := range []string{b.spec.Kernel, b.spec.Initrd} {
+		f, err := openReadable(p, b.cred)
+		if err != nil {
+			return err
+		}
+		files = append(files, f)
+	}
+	for _, p := range []string{b.spec.RootFS, b.spec.Code, b.path(configDiskName)} {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("opening disk: %w", err)
+		}
+		files = append(files, f)
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: b.path(qmpSocketName), Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("creating the qmp socket: %w", err)
+	}
+	l.SetUnlinkOnClose(false)
+	qmp, err := l.File()
+	l.Close() // the socket lives on in qmp; QEMU gets it
+	if err != nil {
+		return fmt.Errorf("creating the qmp socket: %w", err)
+	}
+	files = append(files, qmp)
+	b.extraFiles = files
+	b.console, err = os.OpenFile(b.path(consoleLogName), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating the console log: %w", err)
+	}
+	files = append(files, b.console)
+	return nil
+}
+
+// openReadable opens path read-only, first checking that QEMU running as
+// cred could open it through /proc/self/fd (which checks the file's own
+// mode, not the directories'): a clear error beats QEMU's "could not load".
+func openReadable(path string, cred *syscall.Credential) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening boot file: %w", err)
+	}
+	if cred == nil {
+		return f, nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening boot file: %w", err)
+	}
+	if fi.Mode().Perm()&0o004 == 0 {
+		f.Close()
+		return nil, fmt.Errorf("%s is not readable by others (mode %v): QEMU runs as uid %d and must read it (chmod o+r)", path, fi.Mode().Perm(), cred.Uid)
+	}
+	return f, nil
 }
 
 // process starts QEMU.
@@ -279,15 +378,12 @@ func (b *boot) process(context.Context) error {
 		Accel:     b.accel,
 		MemoryMiB: v.Spec.Memory.Bytes() >> 20,
 		CPUs:      v.Spec.CPUs,
-		Kernel:    b.spec.Kernel,
-		Initrd:    b.spec.Initrd,
 		CmdLine:   kernelCmdLine(b.e.tscKHz, v.Spec.Kernel.CmdLine),
 		RootFS:    b.spec.RootFS,
 		Code:      b.spec.Code,
 		Config:    b.path(configDiskName),
-		Netdev:    b.netdev,
+		Egress:    b.spec.Egress,
 		MAC:       macFromUID(string(v.UID)),
-		Dir:       b.dir,
 	})
 	stderr, err := os.OpenFile(b.path(qemuStderrName), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -295,44 +391,46 @@ func (b *boot) process(context.Context) error {
 	}
 	defer stderr.Close()
 	cmd := exec.Command(b.e.cfg.QEMUPath, args...)
-	cmd.Stdout, cmd.Stderr = stderr, stderr
+	cmd.Stdout, cmd.Stderr = b.console, stderr
 	cmd.ExtraFiles = b.extraFiles
-	cmd.Dir = b.dir
+	cmd.Dir = "/" // QEMU's user may not enter the engine's directories
 	b.log.Debug("starting qemu", "step", "process", "argv", cmd.Args)
-	p, err := startProcess("qemu", cmd)
-	// QEMU holds its own copy now; ours must go so that passt sees the
-	// socket close when QEMU ends.
+	p, err := startProcess("qemu", cmd, b.cred)
+	// QEMU holds its own copies now.
 	for _, f := range b.extraFiles {
 		f.Close()
 	}
+	b.console.Close()
+	b.extraFiles, b.console = nil, nil
 	if err != nil {
 		return err
 	}
 	b.qemu = p
 	b.Cleanup(func() error { return p.killAndWait(killWait) })
+	if err := os.WriteFile(b.path(qemuPidName), []byte(strconv.Itoa(p.pid)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing qemu pid file: %w", err)
+	}
 	return nil
 }
 
-// endpoint connects to QMP (proving QEMU is up) and, with user-mode
-// networking, learns which loopback port QEMU bound for the agent.
+// endpoint connects to QMP (proving QEMU is up) and learns which loopback
+// ports QEMU bound for the agent's two listeners.
 func (b *boot) endpoint(ctx context.Context) error {
 	c, err := b.dialQMP(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if b.spec.Egress {
-		return nil
-	}
 	out, err := c.hmp(ctx, "info usernet")
 	if err != nil {
 		return err
 	}
-	port, err := parseHostForward(out, "n0", protocol.AgentPort)
-	if err != nil {
+	if b.dataPort, err = parseHostForward(out, "n0", protocol.AgentPort); err != nil {
 		return err
 	}
-	b.hostPort = port
+	if b.controlPort, err = parseHostForward(out, "n0", protocol.ControlPort); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -368,20 +466,16 @@ func (b *boot) dialQMP(ctx context.Context) (*qmpClient, error) {
 	}
 }
 
-// agentReady polls the agent's health check until it answers 200, failing
-// fast when QEMU or passt exits.
+// agentReady polls the agent's health check (on its control listener)
+// until it answers 200, failing fast when QEMU exits.
 //
-// Checks normally run one after another. But passt accepts a connection
-// on the host before the guest can take it, and a check sent before the
-// guest's network is up just hangs until it times out; so while a check
+// Checks normally run one after another. But slirp accepts a connection on
+// the host before the guest can take it, and a check sent before the
+// guest's network is up can hang until it times out; so while a check
 // hangs, another starts every healthOverlap, up to healthMaxInFlight, and
 // the guest is seen ready soon after it is, however slow it answers.
 func (b *boot) agentReady(ctx context.Context) error {
-	endpoint := net.JoinHostPort("127.0.0.1", strconv.Itoa(b.hostPort))
-	var passtDone <-chan struct{} // nil (never ready) without passt
-	if b.passt != nil {
-		passtDone = b.passt.done
-	}
+	endpoint := net.JoinHostPort("127.0.0.1", strconv.Itoa(b.controlPort))
 	checkCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -398,7 +492,7 @@ func (b *boot) agentReady(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ready, failed, err := b.e.agents.Health(checkCtx, endpoint, b.spec.Agent.Secret)
+			ready, failed, err := b.e.agents.Health(checkCtx, endpoint, b.spec.Agent.ControlSecret)
 			results <- result{ready, failed, err}
 		}()
 	}
@@ -428,8 +522,6 @@ func (b *boot) agentReady(ctx context.Context) error {
 			}
 		case <-b.qemu.done:
 			return b.withConsole(b.qemu.exitError(b.path(qemuStderrName)))
-		case <-passtDone:
-			return b.withConsole(b.passt.exitError(b.path(passtStderrName)))
 		case <-ctx.Done():
 			return b.withConsole(fmt.Errorf("agent at %s not healthy: %w (last: %v)", endpoint, context.Cause(ctx), last))
 		}
@@ -442,18 +534,6 @@ func (b *boot) withConsole(err error) error {
 		return fmt.Errorf("%w; console: %s", err, tail)
 	}
 	return fmt.Errorf("%w; console log empty", err)
-}
-
-// freeLoopbackPort returns a TCP port that was free on 127.0.0.1 a moment
-// ago. (passt binds it itself; if another process takes it in between,
-// passt exits and the boot fails in the agent ready step.)
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Timing of the boot and stop steps.

@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -57,7 +57,7 @@ func testSpec(t *testing.T, dir string) *vm.Spec {
 		RootFS: writeFile(t, dir, "root.ext4", "r", 0o644),
 		Code:   writeFile(t, dir, "code.ext4", "c", 0o644),
 		Agent: protocol.Config{
-			Name: "hello", Secret: "s3cret", Mode: protocol.ModeExec, Command: []string{"cat"},
+			Name: "hello", Secret: "s3cret", ControlSecret: "c0ntrol", Mode: protocol.ModeExec, Command: []string{"cat"},
 			Timeout: protocol.Duration(time.Second),
 			Network: protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway},
 		},
@@ -65,10 +65,15 @@ func testSpec(t *testing.T, dir string) *vm.Spec {
 }
 
 // testEngine builds an Engine on a short state dir with TCG and a logger
-// writing into the returned buffer.
+// writing into the returned buffer. QEMU runs as the test's own user
+// unless cfg.UIDBase is set (the fake QEMUs live where VM users may not
+// look).
 func testEngine(t *testing.T, cfg Config) (*Engine, *vmtest.LogBuffer) {
 	t.Helper()
 	logs := &vmtest.LogBuffer{}
+	if cfg.UIDBase == 0 {
+		cfg.UIDBase = -1
+	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = shortTempDir(t)
 	}
@@ -98,12 +103,21 @@ func vmDirs(t *testing.T, e *Engine) []string {
 	return out
 }
 
-// fakeAgent serves the agent's HTTP contract on 127.0.0.1:0 and points the
-// fake QEMU's "info usernet" at it. poweroff handles POST /_/poweroff.
+// fakeAgent serves the agent's HTTP contract on two 127.0.0.1:0 servers,
+// data and control, and points the fake QEMU's "info usernet" at them.
+// poweroff handles POST /poweroff on the control server.
 func fakeAgent(t *testing.T, health int, poweroff http.HandlerFunc) {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	data := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get(protocol.SecretHeader) != "s3cret" {
+			http.Error(w, `{"error":"bad secret"}`, http.StatusForbidden)
+			return
+		}
+		w.Write([]byte("the function"))
+	}))
+	t.Cleanup(data.Close)
+	control := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(protocol.ControlHeader) != "c0ntrol" {
 			http.Error(w, `{"error":"bad secret"}`, http.StatusForbidden)
 			return
 		}
@@ -116,9 +130,22 @@ func fakeAgent(t *testing.T, health int, poweroff http.HandlerFunc) {
 			http.NotFound(w, r)
 		}
 	}))
-	t.Cleanup(srv.Close)
-	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	t.Cleanup(control.Close)
+	_, port, _ := net.SplitHostPort(data.Listener.Addr().String())
 	t.Setenv(envAgentPort, port)
+	_, port, _ = net.SplitHostPort(control.Listener.Addr().String())
+	t.Setenv(envControlPort, port)
+}
+
+// fakeFirewall is a Firewall that fails with err and counts its calls.
+type fakeFirewall struct {
+	err   error
+	calls atomic.Int32
+}
+
+func (f *fakeFirewall) Ensure(context.Context) error {
+	f.calls.Add(1)
+	return f.err
 }
 
 // useFakeQEMU makes the engine run the test binary as its QEMU.
@@ -155,13 +182,40 @@ func TestStartFailsAtNamedStep(t *testing.T) {
 			wantMsg:  "more than the",
 		},
 		{
-			name: "egress without passt",
+			name:     "egress without a firewall",
+			setup:    func(t *testing.T, cfg *Config, spec *vm.Spec) { spec.Egress = true },
+			wantStep: "network",
+			wantMsg:  "egress needs the egress firewall",
+		},
+		{
+			name: "egress when the firewall cannot be installed",
 			setup: func(t *testing.T, cfg *Config, spec *vm.Spec) {
 				spec.Egress = true
-				cfg.PasstPath = "/nonexistent/passt"
+				cfg.UIDBase = DefaultUIDBase
+				cfg.Firewall = &fakeFirewall{err: errors.New("nft: Operation not permitted")}
 			},
 			wantStep: "network",
-			wantMsg:  "egress needs passt",
+			wantMsg:  "egress refused: the firewall that keeps guests off the appliance cannot be installed (the appliance needs NET_ADMIN and nft: compose.egress.yaml): nft: Operation not permitted",
+		},
+		{
+			name: "egress when QEMU would run as the engine",
+			setup: func(t *testing.T, cfg *Config, spec *vm.Spec) {
+				spec.Egress = true
+				cfg.Firewall = &fakeFirewall{}
+			},
+			wantStep: "network",
+			wantMsg:  "egress needs QEMU to run as a VM user of its own",
+		},
+		{
+			name: "a boot file QEMU's user could not read",
+			setup: func(t *testing.T, cfg *Config, spec *vm.Spec) {
+				cfg.UIDBase = DefaultUIDBase
+				if err := os.Chmod(spec.Kernel, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantStep: "files",
+			wantMsg:  "is not readable by others (mode -rw-------): QEMU runs as uid 40000 and must read it (chmod o+r)",
 		},
 		{
 			name: "qemu dies at once",
@@ -183,11 +237,11 @@ func TestStartFailsAtNamedStep(t *testing.T) {
 			wantMsg:  "context deadline exceeded (last: health check answered 503); console: fake kernel booting",
 		},
 		{
-			name: "agent refuses the secret",
+			name: "agent refuses the control secret",
 			setup: func(t *testing.T, cfg *Config, spec *vm.Spec) {
 				useFakeQEMU(t, cfg)
 				fakeAgent(t, http.StatusOK, nil)
-				spec.Agent.Secret = "wrong"
+				spec.Agent.ControlSecret = "wrong"
 			},
 			wantStep: "agent ready",
 			wantMsg:  "refused the secret (403)",
@@ -274,6 +328,9 @@ func TestMachineLifecycle(t *testing.T) {
 			if got, want := m.Endpoint(), "127.0.0.1:"+os.Getenv(envAgentPort); got != want {
 				t.Errorf("Endpoint: got %q, want %q", got, want)
 			}
+			if got, want := m.ControlEndpoint(), "127.0.0.1:"+os.Getenv(envControlPort); got != want {
+				t.Errorf("ControlEndpoint: got %q, want %q", got, want)
+			}
 			if got, want := m.ConsoleLog(), filepath.Join(e.cfg.StateDir, "vms", string(spec.VM.UID), consoleLogName); got != want {
 				t.Errorf("ConsoleLog: got %q, want %q", got, want)
 			}
@@ -281,7 +338,7 @@ func TestMachineLifecycle(t *testing.T) {
 			if err != nil {
 				t.Fatalf("config disk: %v", err)
 			}
-			if c, err := protocol.DecodeDisk(img); err != nil || c.Secret != "s3cret" {
+			if c, err := protocol.DecodeDisk(img); err != nil || c.Secret != "s3cret" || c.ControlSecret != "c0ntrol" {
 				t.Errorf("config disk: got %+v, %v; want the spec's agent config", c, err)
 			}
 			short, scancel := context.WithTimeout(ctx, 20*time.Millisecond)
@@ -512,28 +569,5 @@ func TestTailFile(t *testing.T) {
 	}
 	if got := tailFile(filepath.Join(dir, "missing"), tailBytes); got != "" {
 		t.Errorf("tailFile of a missing file: got %q, want empty", got)
-	}
-}
-
-func TestMachineEndsWhenPasstDies(t *testing.T) {
-	e, _ := testEngine(t, Config{})
-	spec := testSpec(t, t.TempDir())
-	dir := t.TempDir()
-	start := func(name string) *process {
-		p, err := startProcess(name, exec.Command("sleep", "60"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.killAndWait(killWait) })
-		return p
-	}
-	b := &boot{e: e, spec: spec, log: e.log, dir: dir, qemu: start("qemu"), passt: start("passt"), hostPort: 1}
-	m := newMachine(b)
-	b.passt.kill()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := m.Wait(ctx)
-	if !errors.Is(err, vm.ErrExited) || !strings.Contains(err.Error(), "killed by the engine after passt exited (signal: killed)") {
-		t.Errorf("Wait: got %v, want vm.ErrExited saying passt ended first", err)
 	}
 }

@@ -13,30 +13,28 @@ import (
 // Environment of the fake QEMU (the test binary run with
 // FAAS_QEMU_TEST_HELPER=qemu, see TestMain).
 const (
-	envHelper    = "FAAS_QEMU_TEST_HELPER"
-	envAgentPort = "FAKE_QEMU_AGENT_PORT" // port "info usernet" reports
-	envFail      = "FAKE_QEMU_FAIL"       // if set: print it to stderr and exit 1
-	envQuit      = "FAKE_QEMU_QUIT"       // "error": refuse QMP quit
+	envHelper      = "FAAS_QEMU_TEST_HELPER"
+	envAgentPort   = "FAKE_QEMU_AGENT_PORT"   // data port "info usernet" reports
+	envControlPort = "FAKE_QEMU_CONTROL_PORT" // control port "info usernet" reports
+	envFail        = "FAKE_QEMU_FAIL"         // if set: print it to stderr and exit 1
+	envQuit        = "FAKE_QEMU_QUIT"         // "error": refuse QMP quit
 )
 
 // fakeQEMUMain behaves like QEMU as far as the engine can tell: it writes
-// its pid file and console log, serves QMP on the -qmp socket, answers
-// "info usernet" with a forward to $FAKE_QEMU_AGENT_PORT and exits on
-// "quit". The agent itself is an httptest server in the test process.
+// its console to stdout, serves QMP on the listening socket it inherited
+// (-chardev socket,id=qmp,fd=N), answers "info usernet" with forwards to
+// $FAKE_QEMU_AGENT_PORT and $FAKE_QEMU_CONTROL_PORT and exits on "quit".
+// The agent itself is an httptest server in the test process.
 func fakeQEMUMain() {
-	var qmpPath, pidFile, console string
+	qmpFD := -1
 	args := os.Args[1:]
 	for i := 0; i+1 < len(args); i++ {
-		switch args[i] {
-		case "-qmp":
-			qmpPath = strings.TrimPrefix(strings.Split(args[i+1], ",")[0], "unix:")
-		case "-pidfile":
-			pidFile = args[i+1]
-		case "-chardev":
-			for _, kv := range strings.Split(args[i+1], ",") {
-				if p, ok := strings.CutPrefix(kv, "path="); ok {
-					console = p
-				}
+		if args[i] != "-chardev" || !strings.HasPrefix(args[i+1], "socket,id=qmp,") {
+			continue
+		}
+		for _, kv := range strings.Split(args[i+1], ",") {
+			if v, ok := strings.CutPrefix(kv, "fd="); ok {
+				qmpFD, _ = strconv.Atoi(v)
 			}
 		}
 	}
@@ -44,12 +42,11 @@ func fakeQEMUMain() {
 		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
-	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
-	os.WriteFile(console, []byte("fake kernel booting\nfake agent up\n"), 0o600)
+	fmt.Println("fake kernel booting\nfake agent up")
 	fmt.Fprintln(os.Stderr, "fake qemu running")
-	l, err := net.Listen("unix", qmpPath)
+	l, err := net.FileListener(os.NewFile(uintptr(qmpFD), "qmp"))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "qmp socket:", err)
 		os.Exit(1)
 	}
 	for {
@@ -79,7 +76,8 @@ func serveFakeQMP(conn net.Conn) {
 			reply(`"return": {}`)
 		case "human-monitor-command":
 			out := "Hub -1 (n0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n" +
-				"  TCP[HOST_FORWARD]   8       127.0.0.1 " + os.Getenv(envAgentPort) + "       10.0.2.15  8080     0     0\r\n"
+				"  TCP[HOST_FORWARD]   8       127.0.0.1 " + os.Getenv(envAgentPort) + "       10.0.2.15  8080     0     0\r\n" +
+				"  TCP[HOST_FORWARD]   9       127.0.0.1 " + os.Getenv(envControlPort) + "       10.0.2.15  8081     0     0\r\n"
 			b, _ := json.Marshal(out)
 			reply(`"return": ` + string(b))
 		case "quit":

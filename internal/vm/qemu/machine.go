@@ -18,14 +18,14 @@ import (
 
 // machine is one running QEMU VM.
 type machine struct {
-	e        *Engine
-	log      *slog.Logger
-	id, name string
-	dir      string
-	endpoint string
-	secret   string
-	qemu     *process
-	passt    *process // nil without egress
+	e               *Engine
+	log             *slog.Logger
+	id, name        string
+	dir             string
+	endpoint        string // the agent's data listener
+	controlEndpoint string // the agent's control listener
+	controlSecret   string
+	qemu            *process
 
 	exit *vm.Exit // set once QEMU exited: why, with its stderr and console tails
 
@@ -37,53 +37,23 @@ var _ vm.Machine = (*machine)(nil)
 
 func newMachine(b *boot) *machine {
 	m := &machine{
-		e:        b.e,
-		log:      b.log,
-		id:       string(b.spec.VM.UID),
-		name:     b.spec.VM.Name,
-		dir:      b.dir,
-		endpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(b.hostPort)),
-		secret:   b.spec.Agent.Secret,
-		qemu:     b.qemu,
-		passt:    b.passt,
-		exit:     vm.NewExit(b.spec.VM.Name),
+		e:               b.e,
+		log:             b.log,
+		id:              string(b.spec.VM.UID),
+		name:            b.spec.VM.Name,
+		dir:             b.dir,
+		endpoint:        net.JoinHostPort("127.0.0.1", strconv.Itoa(b.dataPort)),
+		controlEndpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(b.controlPort)),
+		controlSecret:   b.spec.Agent.ControlSecret,
+		qemu:            b.qemu,
+		exit:            vm.NewExit(b.spec.VM.Name),
 	}
-	var (
-		mu        sync.Mutex
-		passtDied error // set if passt ended first and QEMU was killed for it
-	)
-	if m.passt != nil {
-		go func() {
-			select {
-			case <-m.qemu.done:
-				return
-			case <-m.passt.done:
-			}
-			// When QEMU ends first passt follows at once; give QEMU's own
-			// end a moment to be seen before blaming passt.
-			t := time.NewTimer(exitGrace)
-			defer t.Stop()
-			select {
-			case <-m.qemu.done:
-				return
-			case <-t.C:
-			}
-			mu.Lock()
-			passtDied = m.passt.exitError(b.path(passtStderrName))
-			mu.Unlock()
-			m.log.Warn("passt ended, killing the vm: it has no network", "error", passtDied)
-			m.qemu.kill()
-		}()
-	}
+	release := b.releaseUID
 	go func() {
 		<-m.qemu.done
 		// Read the logs' tails now: Stop removes them once the exit is set.
 		err := b.withConsole(m.qemu.exitError(b.path(qemuStderrName)))
-		mu.Lock()
-		if passtDied != nil {
-			err = fmt.Errorf("%w, killed by the engine after %w", err, passtDied)
-		}
-		mu.Unlock()
+		release() // QEMU is reaped: no process runs as its uid any more
 		m.exit.Set(err)
 	}()
 	return m
@@ -92,8 +62,12 @@ func newMachine(b *boot) *machine {
 // ID is the VM's UID.
 func (m *machine) ID() string { return m.id }
 
-// Endpoint is the loopback host:port where the guest agent answers.
+// Endpoint is the loopback host:port of the guest agent's data listener.
 func (m *machine) Endpoint() string { return m.endpoint }
+
+// ControlEndpoint is the loopback host:port of the guest agent's control
+// listener.
+func (m *machine) ControlEndpoint() string { return m.controlEndpoint }
 
 // ConsoleLog is the host path of the VM's console log. Stop removes it (or
 // moves it to Config.KeepLogsDir).
@@ -127,18 +101,6 @@ func (m *machine) stop(ctx context.Context) error {
 	if m.qemu.exited() {
 		<-m.exit.Done()
 	}
-	if m.passt != nil {
-		// passt ends by itself once QEMU's end of their socket closes.
-		t := time.NewTimer(passtExitWait)
-		select {
-		case <-m.passt.done:
-		case <-t.C:
-			if err := m.passt.killAndWait(killWait); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		t.Stop()
-	}
 	if len(errs) == 0 { // never delete the files of a process that may still run
 		if err := vm.RemoveVMDir(m.dir, m.ConsoleLog(), m.e.cfg.KeepLogsDir, m.name, m.id); err != nil {
 			errs = append(errs, err)
@@ -155,7 +117,7 @@ func (m *machine) stop(ctx context.Context) error {
 func (m *machine) shutdown(ctx context.Context) (how string, err error) {
 	grace, cancel := context.WithTimeout(ctx, m.e.cfg.StopTimeout)
 	defer cancel()
-	if err := m.e.agents.Poweroff(grace, m.log, m.endpoint, m.secret); err != nil {
+	if err := m.e.agents.Poweroff(grace, m.log, m.controlEndpoint, m.controlSecret); err != nil {
 		m.log.Debug("agent poweroff failed", "error", err)
 	} else {
 		select {
@@ -198,6 +160,3 @@ func (m *machine) qmpQuit(ctx context.Context) error {
 	}
 	return err
 }
-
-// passtExitWait is how long Stop lets passt notice QEMU is gone.
-const passtExitWait = 2 * time.Second

@@ -12,16 +12,17 @@ import (
 	"time"
 )
 
-// process is a child process (QEMU or passt) and the news of its end.
+// process is a child process (QEMU) and the news of its end.
 type process struct {
-	name string // "qemu", "passt", for messages
+	name string // "qemu", for messages
 	pid  int
 	done chan struct{} // closed once the process has exited and been reaped
 	err  error         // why it exited (nil: status 0); read only after done
 }
 
-// startProcess starts cmd in its own process group, to be killed with
-// SIGKILL should the engine's process die, and reaps it in the background.
+// startProcess starts cmd in its own process group, as the user cred names
+// (nil: the engine's own), to be killed with SIGKILL should the engine's
+// process die, and reaps it in the background.
 //
 // Pdeathsig is delivered when the *thread* that forked the child exits, not
 // the process, and the Go runtime retires the thread of any goroutine that
@@ -30,13 +31,12 @@ type process struct {
 // whole life: the signal then fires only when the engine's process dies.
 // The goroutine never unlocks, so its thread is retired once the child is
 // reaped, which is harmless. The cost is one OS thread per running child.
-// (A child that changes its credentials, as
-// passt does when it drops root, loses its Pdeathsig; passt's --one-off
-// makes it exit with QEMU instead.)
+// (The user changes in the forked child before Pdeathsig is set and
+// before exec, so the signal stays armed.)
 //
 // The child is not tied to any context: a VM outlives the boot context.
-func startProcess(name string, cmd *exec.Cmd) (*process, error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+func startProcess(name string, cmd *exec.Cmd, cred *syscall.Credential) (*process, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cred}
 	p := &process{name: name, done: make(chan struct{})}
 	started := make(chan error, 1)
 	go func() {
