@@ -7,14 +7,16 @@ package main
 // exec and http modes with the same request/response contract:
 //
 //   - data on $PORT (Knative's runtime contract) or -listen, default :8080:
-//     every path and method goes to the function; no secret is asked for
-//     (the platform in front decides who may call), and any X-Faas-Secret a
+//     every path and method goes to the function (the server's data
+//     handler, as in a VM); no secret is asked for (the platform in front
+//     decides who may call), and any X-Faas-Secret or X-Faas-Control a
 //     client sends is dropped, never passed to the handler;
-//   - control on -control, default :8081, which the data path cannot reach:
-//     GET /health (200 ready, 503 starting or failed, the same JSON as in a
-//     VM) and GET /metrics (OpenFaaS's invocation metric names, see
-//     metrics.go). Nothing there changes state: stopping the container is
-//     the platform's job (SIGTERM drains in-flight requests, then stops the
+//   - control on -control, default :8081 (protocol.ControlPort), which the
+//     data path cannot reach: GET /health (the server's control handler: 200
+//     ready, 503 starting or failed, the same JSON as in a VM) and GET
+//     /metrics (OpenFaaS's invocation metric names, see metrics.go). Nothing
+//     there changes state: no poweroff; stopping the container is the
+//     platform's job (SIGTERM drains in-flight requests, then stops the
 //     handler).
 //
 // The function's settings come from a JSON protocol.Config baked into the
@@ -50,10 +52,9 @@ import (
 // labels and the manifests it writes.
 const (
 	containerConfigPath = "/faasvm/function.json"
-	containerControl    = ":8081"
 	// containerHealthPath and containerMetricsPath are served on the control
 	// listener only.
-	containerHealthPath  = "/health"
+	containerHealthPath  = protocol.HealthPath
 	containerMetricsPath = "/metrics"
 	// containerStopGrace bounds draining in-flight requests after SIGTERM,
 	// beyond the function's own timeout.
@@ -80,7 +81,7 @@ func parseContainerFlags(args []string, getenv func(string) string) (containerFl
 		listen = ":" + p
 	}
 	fs.StringVar(&f.listen, "listen", listen, "data address: every request goes to the function ($PORT sets the port)")
-	fs.StringVar(&f.control, "control", containerControl, "control address: GET /health and /metrics")
+	fs.StringVar(&f.control, "control", containerControl(), "control address: GET /health and /metrics")
 	fs.Int64Var(&f.maxBody, "max-body", 0, "largest request body in bytes, 413 above (0: no limit beyond the agent's own)")
 	if err := fs.Parse(args); err != nil {
 		return f, fmt.Errorf("agent container: %w", err)
@@ -117,8 +118,11 @@ func checkPortsDiffer(data, control string) error {
 	return nil
 }
 
+// containerControl is the control listener's default address.
+func containerControl() string { return ":" + strconv.Itoa(protocol.ControlPort) }
+
 // readContainerConfig reads the image's agent config. It carries no
-// secrets: container mode makes its own for the in-process hop.
+// secrets: container mode makes its own for the in-process hops.
 func readContainerConfig(path string) (*protocol.Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -130,11 +134,12 @@ func readContainerConfig(path string) (*protocol.Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return nil, fmt.Errorf("agent config %s: %w", path, err)
 	}
-	secret, err := randomSecret()
-	if err != nil {
+	if cfg.Secret, err = randomSecret(); err != nil {
 		return nil, err
 	}
-	cfg.Secret = secret
+	if cfg.ControlSecret, err = randomSecret(); err != nil {
+		return nil, err
+	}
 	cfg.Network = protocol.Network{} // the platform's business
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("agent config %s: %w", path, err)
@@ -204,7 +209,7 @@ func runContainer(log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	c := newContainer(cfg, srv, f.maxBody)
+	c := newContainer(cfg, srv, srv.Control(), f.maxBody)
 
 	data, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -236,16 +241,17 @@ func runContainer(log *slog.Logger, args []string) error {
 	return errors.Join(serveErr, dataSrv.Shutdown(sctx), controlSrv.Shutdown(sctx), srv.Stop(sctx))
 }
 
-// container routes the two listeners to the agent's server.
+// container routes the two listeners to the agent server's data and
+// control handlers.
 type container struct {
-	cfg     *protocol.Config
-	srv     http.Handler
-	maxBody int64
-	metrics *invocationMetrics
+	cfg           *protocol.Config
+	data, control http.Handler
+	maxBody       int64
+	metrics       *invocationMetrics
 }
 
-func newContainer(cfg *protocol.Config, srv http.Handler, maxBody int64) *container {
-	return &container{cfg: cfg, srv: srv, maxBody: maxBody, metrics: newInvocationMetrics(cfg.Name)}
+func newContainer(cfg *protocol.Config, data, control http.Handler, maxBody int64) *container {
+	return &container{cfg: cfg, data: data, control: control, maxBody: maxBody, metrics: newInvocationMetrics(cfg.Name)}
 }
 
 // serveData hands every request to the function, with the in-process
@@ -260,16 +266,10 @@ func (c *container) serveData(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(rec, r.Body, c.maxBody)
 	}
-	// Until the server has a control listener of its own, it answers these
-	// paths itself on the data path: keep clients away from them (a
-	// poweroff would stop the handler for good).
-	if p := r.URL.Path; p == "/_/health" || p == "/_/poweroff" {
-		writeContainerError(rec, http.StatusNotFound, "no function path "+p+" in this version of the agent")
-		return
-	}
+	r.Header.Del(protocol.ControlHeader)
 	r.Header.Del(protocol.SecretHeader)
 	r.Header.Set(protocol.SecretHeader, c.cfg.Secret)
-	c.srv.ServeHTTP(rec, r)
+	c.data.ServeHTTP(rec, r)
 }
 
 // serveControl answers health and metrics; nothing else exists there.
@@ -278,12 +278,11 @@ func (c *container) serveControl(w http.ResponseWriter, r *http.Request) {
 		writeContainerError(w, http.StatusMethodNotAllowed, "the control listener only answers GET")
 		return
 	}
-	switch r.URL.Path {
+	switch r.URL.EscapedPath() {
 	case containerHealthPath:
 		h := r.Clone(r.Context())
-		h.URL.Path, h.URL.RawPath = protocol.HealthPath, ""
-		h.Header = http.Header{protocol.SecretHeader: {c.cfg.Secret}}
-		c.srv.ServeHTTP(w, h)
+		h.Header = http.Header{protocol.ControlHeader: {c.cfg.ControlSecret}}
+		c.control.ServeHTTP(w, h)
 	case containerMetricsPath:
 		c.metrics.serve(w)
 	default:
@@ -306,7 +305,7 @@ func writeContainerError(w http.ResponseWriter, code int, msg string) {
 func runHealth(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("agent health", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	addr := fs.String("addr", "127.0.0.1"+containerControl, "control listener to ask")
+	addr := fs.String("addr", "127.0.0.1"+containerControl(), "control listener to ask")
 	live := fs.Bool("live", false, "a handler that is still starting counts as healthy (liveness)")
 	timeout := fs.Duration("timeout", 3*time.Second, "bound on the request")
 	if err := fs.Parse(args); err != nil {

@@ -51,7 +51,7 @@ func startContainer(t *testing.T, script string, maxBody int64) *containerUnderT
 		_ = srv.Stop(sctx)
 	})
 	srv.Start(ctx)
-	c := newContainer(cfg, srv, maxBody)
+	c := newContainer(cfg, srv, srv.Control(), maxBody)
 	data := httptest.NewServer(http.HandlerFunc(c.serveData))
 	control := httptest.NewServer(http.HandlerFunc(c.serveControl))
 	t.Cleanup(data.Close)
@@ -95,17 +95,23 @@ func TestContainerListeners(t *testing.T) {
 			wantCode: 200, want: "secret=none"},
 		{name: "/health on the data port is the function's", method: "GET", url: c.data + "/health",
 			wantCode: 200, want: "path=/health"},
-		{name: "the old reserved poweroff path is refused", method: "POST", url: c.data + "/_/poweroff",
-			wantCode: 404, want: "no function path"},
+		{name: "poweroff paths are the function's", method: "POST", url: c.data + "/poweroff",
+			wantCode: 200, want: "path=/poweroff method=POST"},
+		{name: "so are the old reserved ones", method: "POST", url: c.data + "/_/poweroff",
+			wantCode: 200, want: "path=/_/poweroff"},
+		{name: "a client's control header is dropped", method: "GET", url: c.data + "/", hdr: map[string]string{protocol.ControlHeader: "guess"},
+			wantCode: 200, want: "secret=none"},
 		{name: "body over the limit", method: "POST", url: c.data + "/", body: strings.Repeat("x", 65),
 			wantCode: 413, want: "over the 64-byte limit"},
 		{name: "health on the control port", method: "GET", url: c.control + "/health",
 			wantCode: 200, want: `"status":"ready"`},
 		{name: "control takes no POST", method: "POST", url: c.control + "/health",
 			wantCode: 405, want: "only answers GET"},
-		{name: "control has no poweroff", method: "GET", url: c.control + "/_/poweroff",
+		{name: "control has no poweroff", method: "GET", url: c.control + "/poweroff",
 			wantCode: 404, want: "serves /health and /metrics"},
 		{name: "control does not reach the function", method: "GET", url: c.control + "/orders/1",
+			wantCode: 404, want: "serves /health and /metrics"},
+		{name: "control paths are exact", method: "GET", url: c.control + "/%68ealth",
 			wantCode: 404, want: "serves /health and /metrics"},
 	}
 	for _, tt := range tests {
@@ -123,12 +129,11 @@ func TestContainerListeners(t *testing.T) {
 	}
 	_, metrics := do(t, "GET", c.control+"/metrics", "", nil)
 	for _, want := range []string{
-		`gateway_function_invocation_started{function_name="fn"} 6`,
-		`gateway_function_invocation_total{code="200",function_name="fn"} 4`,
-		`gateway_function_invocation_total{code="404",function_name="fn"} 1`,
+		`gateway_function_invocation_started{function_name="fn"} 8`,
+		`gateway_function_invocation_total{code="200",function_name="fn"} 7`,
 		`gateway_function_invocation_total{code="413",function_name="fn"} 1`,
-		`gateway_functions_seconds_count{function_name="fn"} 6`,
-		`gateway_functions_seconds_bucket{function_name="fn",le="+Inf"} 6`,
+		`gateway_functions_seconds_count{function_name="fn"} 8`,
+		`gateway_functions_seconds_bucket{function_name="fn",le="+Inf"} 8`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics: missing %q in\n%s", want, metrics)
@@ -204,8 +209,8 @@ func TestReadContainerConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(cfg.Secret) != 64 {
-				t.Errorf("secret: got %d hex digits, want a fresh 64", len(cfg.Secret))
+			if len(cfg.Secret) != 64 || len(cfg.ControlSecret) != 64 || cfg.Secret == cfg.ControlSecret {
+				t.Errorf("secrets: got %d and %d hex digits, equal %v; want two fresh, different 64", len(cfg.Secret), len(cfg.ControlSecret), cfg.Secret == cfg.ControlSecret)
 			}
 			again, _ := readContainerConfig(p)
 			if again.Secret == cfg.Secret {

@@ -78,9 +78,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	if err != nil {
 		return nil, fmt.Errorf("VM template (FAAS_VM_TEMPLATE): %w", err)
 	}
+	defaults := FunctionDefaults(cfg)
+	defaults.SnapshotDir = snapshots
 	ctrl := controller.New(controller.Options{
 		FunctionsDir: cfg.FunctionsDir, Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
-		Defaults:   FunctionDefaults(cfg),
+		Defaults:   defaults,
 		EngineNote: engineNote,
 		QueueSize:  cfg.Queue,
 		Metrics:    mets,

@@ -41,9 +41,13 @@ func parityFunctions() map[string][]parityRequest {
 			{method: "POST", path: "/orders", body: `{"id": 42}`, header: json},
 			{method: "PUT", path: "/bin", body: "\x00\x01\xffbytes", header: map[string]string{"Content-Type": "application/octet-stream"}},
 			{method: "DELETE", path: "/items/7"},
-			// A function may serve any path: the agent's own live elsewhere.
+			// A function may serve any path: the agent's own live on the
+			// control port, in a VM and in a container alike.
 			{method: "GET", path: "/health"},
 			{method: "GET", path: "/metrics"},
+			{method: "POST", path: "/poweroff"},
+			{method: "GET", path: "/_/health"},
+			{method: "POST", path: "/_/poweroff"},
 		},
 		"node-hello": {
 			{method: "GET", path: "/"},

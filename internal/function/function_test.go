@@ -167,7 +167,7 @@ func TestLoadSecrets(t *testing.T) {
 		"handler.py":    "print(open('/var/openfaas/secrets/db-password').read())",
 		"function.yaml": "secrets: [db-password, api-key]\n",
 	})
-	s, err := Load(dir, testDefaults(), nil, EngineQEMU)
+	s, err := Load(dir, testDefaults(t), nil, EngineQEMU)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
