@@ -75,6 +75,7 @@ func TestExportAllSkipsInvalid(t *testing.T) {
 	writeFolder(t, filepath.Join(fns, "also-good"), map[string]string{"index.js": "module.exports = async () => 'x'", "function.yaml": "mode: http\n"})
 	writeFolder(t, filepath.Join(fns, "typo"), map[string]string{"handler.py": "", "function.yaml": "mode: http\nconcurency: 2\n"})
 	writeFolder(t, filepath.Join(fns, "nohandler"), map[string]string{"README.md": "nothing to run"})
+	writeFolder(t, filepath.Join(fns, "foreign"), map[string]string{"handler.py": "", "function.yaml": "image: someone/else:latest\n"})
 	writeFolder(t, filepath.Join(fns, "7up"), map[string]string{"handler.py": "print(7)"})
 	writeFolder(t, filepath.Join(fns, ".hidden"), map[string]string{"handler.py": ""})
 
@@ -82,7 +83,7 @@ func TestExportAllSkipsInvalid(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d, want 0 (invalid folders are skipped, not failures)\n%s", code, stderr)
 	}
-	for _, name := range []string{"typo", "nohandler"} {
+	for _, name := range []string{"typo", "nohandler", "foreign"} {
 		want := "skipped " + name + ": " + strings.Join(strings.Fields(applianceReason(t, filepath.Join(fns, name))), " ") + "\n"
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks the appliance's reason for %s:\nwant %q\ngot:\n%s", name, want, stderr)
