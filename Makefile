@@ -1,6 +1,6 @@
 # `make test` installs what the suite needs (apt packages, kernel assets,
 # Docker engine, base images) and runs every test, real-VM tests included.
-.PHONY: test unit agent bench lint
+.PHONY: test unit agent bench lint kube-tools
 
 test:
 	bash scripts/test.sh
@@ -20,3 +20,8 @@ lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$bad" ]; then echo "gofmt would change: $$bad" >&2; exit 1; fi
 	go vet ./...
+	cd build/exportcheck && go vet ./...
+
+# The Kubernetes tools the export tests use (kubecheck, registry, kubeapi).
+kube-tools:
+	bash scripts/kube-tools.sh .cache/bin

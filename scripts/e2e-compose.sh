@@ -178,6 +178,18 @@ qemus=$(container_qemus | wc -l)
 image=$(docker inspect -f '{{.Image}}' "$cid")
 size=$(docker image inspect -f '{{.Size}}' "$image")
 
+# The CLI in the image exports the function through the host's engine, with
+# the appliance's own config, agent and runtimes.
+"${compose[@]}" exec -T appliance faasvm export -q --json "/functions/$function" >"$stage/export.json" 2>"$stage/export.err" ||
+	die "faasvm export in the container failed: $(tail -c 400 "$stage/export.err")"
+tag=$(sed -n 's/^ *"tag": "\(.*\)",$/\1/p' "$stage/export.json" | head -n1)
+[[ -n $tag ]] || die "faasvm export printed no tag: $(head -c 400 "$stage/export.json")"
+grep -q 'runtimeClassName: kata-fc' "$stage/export.json" || die "the exported manifest has no runtimeClassName"
+[[ $(docker image inspect -f '{{index .Config.Labels "org.faasvm.function"}}' "$tag") == "$function" ]] ||
+	die "the exported image $tag lacks its labels"
+docker image rm "$tag" >/dev/null
+log "faasvm export in the container built $tag"
+
 # --- shutdown ----------------------------------------------------------------
 t_stop=$(now)
 "${compose[@]}" stop >/dev/null 2>&1 || die "docker compose stop failed"

@@ -4,7 +4,9 @@
 #   - checks go, make and git, installs missing apt packages, fetches the
 #     guest kernel, builds the guest agent, starts dockerd when none runs and
 #     makes the local base images (scripts/prepare.sh);
-#   - builds the ignite CLI for the ignite engine's contract tests;
+#   - builds the ignite CLI for the ignite engine's contract tests, and the
+#     Kubernetes tools the export tests check manifests with (kubecheck, an
+#     in-memory registry, kube-apiserver on etcd; scripts/kube-tools.sh);
 #   - runs gofmt and go vet, then every Go test, real microVMs (TCG) included;
 #   - runs the docker compose end-to-end test (scripts/e2e-compose.sh).
 set -euo pipefail
@@ -17,6 +19,9 @@ source scripts/prepare.sh
 log "ignite CLI (for the ignite engine's contract tests)"
 bash scripts/build-ignite.sh "$root/.cache/bin"
 export FAAS_IGNITE_BIN="$root/.cache/bin/ignite"
+
+log "Kubernetes tools (for the export tests: kubecheck, registry, kube-apiserver)"
+bash scripts/kube-tools.sh "$root/.cache/bin"
 
 log "lint"
 make -s lint

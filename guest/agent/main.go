@@ -8,6 +8,10 @@
 // trying handlers on a development machine:
 //
 //	agent -config config.json -code ./myfunction -listen 127.0.0.1:8080 -control-listen 127.0.0.1:8081
+//
+// `agent container` is the entrypoint of an exported OCI image (see
+// container.go), whatever its PID; `agent health` asks a container-mode
+// agent for its health (an exec probe).
 package main
 
 import (
@@ -36,6 +40,15 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stdout, nil))
+	if len(os.Args) > 1 {
+		if run := subcommand(os.Args[1]); run != nil {
+			if err := run(log, os.Args[2:]); err != nil {
+				log.Error("agent failed", "err", err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
 	if os.Getpid() == 1 {
 		runInit(log) // never returns
 	}
@@ -43,6 +56,18 @@ func main() {
 		log.Error("agent failed", "err", err)
 		os.Exit(1)
 	}
+}
+
+// subcommand returns what runs for the first argument instead of a VM's
+// boot or development mode, nil for none.
+func subcommand(name string) func(log *slog.Logger, args []string) error {
+	switch name {
+	case "container":
+		return runContainer
+	case "health":
+		return func(_ *slog.Logger, args []string) error { return runHealth(args, os.Stdout) }
+	}
+	return nil
 }
 
 // runInit boots the guest and serves until a poweroff request. Any failure

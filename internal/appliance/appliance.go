@@ -80,14 +80,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	if err != nil {
 		return nil, fmt.Errorf("VM template (FAAS_VM_TEMPLATE): %w", err)
 	}
+	defaults := FunctionDefaults(cfg)
+	defaults.SnapshotDir = snapshots
 	ctrl := controller.New(controller.Options{
 		FunctionsDir: cfg.FunctionsDir, Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
-		Defaults: function.Defaults{
-			Timeout: cfg.InvokeTimeout, Memory: defaultMemory(cfg.DefaultMemory), CPUs: cfg.DefaultCPUs, Egress: cfg.Egress,
-			MinReplicas: cfg.MinReplicas, MaxReplicas: cfg.MaxReplicas, Concurrency: cfg.Concurrency,
-			IdleTimeout: cfg.IdleTimeout, TargetUtilization: cfg.TargetUtilization, MaxSize: image.DefaultCodeSizeLimit,
-			SnapshotDir: snapshots, Policy: policy(cfg),
-		},
+		Defaults:   defaults,
 		EngineNote: engineNote,
 		QueueSize:  cfg.Queue,
 		Metrics:    mets,

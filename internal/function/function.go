@@ -99,6 +99,10 @@ type Scale struct {
 	Concurrency       int           // requests one instance serves at a time
 	IdleTimeout       time.Duration // an idle instance above MinReplicas stops after this
 	TargetUtilization float64       // scale up when busy slots / all slots exceed it (0 < t <= 1)
+	// ConcurrencySet says function.yaml set Concurrency (else it is the
+	// appliance's default); an export keeps exec mode at one request per
+	// container unless it was set.
+	ConcurrencySet bool
 }
 
 // Spec is one validated function folder.
@@ -118,6 +122,9 @@ type Spec struct {
 	Command []string // exec mode's argv (cwd: the code directory); nil in http mode
 	Timeout time.Duration
 	Env     map[string]string
+	// Secrets are the names of the secrets the function reads, in
+	// function.yaml's order (never their values).
+	Secrets []string
 	Egress  bool // whether the guest may open outside connections
 	// VM is the merged Ignite VM object: Name is the function's, Spec.CPUs
 	// and Spec.Memory are resolved, UID is empty (each instance gets its
@@ -247,6 +254,10 @@ func load(ctx context.Context, src, snap, name string, d Defaults, template *api
 	}
 	if s.Env, err = resolveEnv(mfile, m.Env); err != nil {
 		return nil, err
+	}
+	if s.Secrets = m.Secrets; len(s.Secrets) > 0 {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("secrets (%s) are not provided inside the appliance's VMs yet; `faasvm export` mounts them from Kubernetes Secrets of the same names",
+			strings.Join(s.Secrets, ", ")))
 	}
 	s.Egress = d.Egress
 	if m.Egress != nil {
@@ -447,6 +458,7 @@ func resolveScale(mfile string, m *manifest, d Defaults) (Scale, error) {
 	}
 	if m.Concurrency != nil {
 		s.Concurrency, set["concurrency"] = *m.Concurrency, true
+		s.ConcurrencySet = true
 	}
 	if m.TargetUtilization != nil {
 		s.TargetUtilization, set["targetUtilization"] = *m.TargetUtilization, true

@@ -149,7 +149,8 @@ targetUtilization: 0.5
 		{"Timeout", s.Timeout, 5 * time.Second},
 		{"Env", s.Env, map[string]string{"GREETING": "hello", "LEVEL": "3"}},
 		{"Egress", s.Egress, true},
-		{"Scale", s.Scale, Scale{MinReplicas: 1, MaxReplicas: 5, Concurrency: 10, IdleTimeout: 2 * time.Minute, TargetUtilization: 0.5}},
+		{"Scale", s.Scale, Scale{MinReplicas: 1, MaxReplicas: 5, Concurrency: 10, IdleTimeout: 2 * time.Minute, TargetUtilization: 0.5, ConcurrencySet: true}},
+		{"Secrets", s.Secrets, []string(nil)},
 		{"VM memory", s.VM.Spec.Memory.String(), "512.0 MB"},
 		{"VM cpus", s.VM.Spec.CPUs, uint64(2)},
 		{"Warnings", s.Warnings, []string(nil)},
@@ -158,6 +159,26 @@ targetUtilization: 0.5
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s: got %v, want %v", c.field, c.got, c.want)
 		}
+	}
+}
+
+func TestLoadSecrets(t *testing.T) {
+	dir := makeFunc(t, "withsecrets", map[string]string{
+		"handler.py":    "print(open('/var/openfaas/secrets/db-password').read())",
+		"function.yaml": "secrets: [db-password, api-key]\n",
+	})
+	s, err := Load(dir, testDefaults(t), nil, EngineQEMU)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if want := []string{"db-password", "api-key"}; !reflect.DeepEqual(s.Secrets, want) {
+		t.Errorf("Secrets: got %v, want %v", s.Secrets, want)
+	}
+	if len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "secrets (db-password, api-key) are not provided inside the appliance's VMs yet") {
+		t.Errorf("Warnings: got %q, want one saying the VMs do not get the secrets yet", s.Warnings)
+	}
+	if s.Scale.ConcurrencySet {
+		t.Errorf("Scale.ConcurrencySet: got true, want false (function.yaml sets no concurrency)")
 	}
 }
 
@@ -205,6 +226,10 @@ func TestLoadManifestErrors(t *testing.T) {
 		{"target zero", "targetUtilization: 0\n", nil, "function.yaml: targetUtilization 0: must be above 0 and at most 1"},
 		{"target above one", "targetUtilization: 1.5\n", nil, "function.yaml: targetUtilization 1.5: must be above 0"},
 		{"idleTimeout", "idleTimeout: 0s\n", nil, `function.yaml: idleTimeout "0s": must be positive`},
+		{"secrets not a list", "secrets: db\n", nil, `function.yaml: line 1: secrets: got the string "db", want a list of secret names such as [db-password]`},
+		{"secret name", "secrets: [Db_Pass]\n", nil, `function.yaml: line 1: secret name "Db_Pass": use 1 to 63 characters`},
+		{"secret not a string", "secrets: [1]\n", nil, `function.yaml: line 1: secrets: got the number 1, want a secret name`},
+		{"secret twice", "secrets:\n  - a\n  - a\n", nil, `function.yaml: line 3: secret a is listed twice`},
 		{"handler escapes", "handler: ../x.py\n", nil, `function.yaml: handler "../x.py": must name a file inside the folder`},
 		{"handler absolute", "handler: /etc/passwd\n", nil, `function.yaml: handler "/etc/passwd": must be a path relative`},
 		{"handler missing", "handler: nope.py\n", nil, `function.yaml: handler "nope.py": no such file`},

@@ -36,6 +36,7 @@ type manifest struct {
 	Concurrency       *int              `yaml:"concurrency"`
 	IdleTimeout       string            `yaml:"idleTimeout"`
 	TargetUtilization *float64          `yaml:"targetUtilization"`
+	Secrets           []string          `yaml:"secrets"`
 }
 
 // manifestField is one field of manifest: its name in YAML, its index in
@@ -60,6 +61,7 @@ func manifestFields() []manifestField {
 		"timeout":     `a duration such as "30s"`,
 		"idleTimeout": `a duration such as "5m"`,
 		"memory":      `a size such as "256MB"`,
+		"secrets":     `a list of secret names such as [db-password]`,
 	}
 	// No conversions: "yes" is not a bool and 1.5 not an int.
 	tags := map[reflect.Kind][]string{
@@ -144,6 +146,14 @@ func parseManifest(file string, data []byte) (*manifest, error) {
 		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 			continue // "field:" with nothing after it: not set
 		}
+		if f.name == "secrets" {
+			names, err := decodeSecrets(file, v)
+			if err != nil {
+				return nil, err
+			}
+			m.Secrets = names
+			continue
+		}
 		if f.name == "env" {
 			env, err := decodeEnv(file, v)
 			if err != nil {
@@ -179,6 +189,28 @@ func decodeEnv(file string, n *yaml.Node) (map[string]string, error) {
 		env[k.Value] = v.Value
 	}
 	return env, nil
+}
+
+// decodeSecrets reads secrets' list of names. Each follows the function-name
+// rules (it names a file the platform provides); none may repeat.
+func decodeSecrets(file string, n *yaml.Node) ([]string, error) {
+	if n.Kind != yaml.SequenceNode {
+		return nil, invalidf("%s: line %d: secrets: got %s, want %s", file, n.Line, nodeKind(n), "a list of secret names such as [db-password]")
+	}
+	names := make([]string, 0, len(n.Content))
+	for _, v := range n.Content {
+		if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
+			return nil, invalidf("%s: line %d: secrets: got %s, want a secret name", file, v.Line, nodeKind(v))
+		}
+		if !namePattern.MatchString(v.Value) {
+			return nil, invalidf("%s: line %d: secret name %q: use 1 to 63 characters, lowercase letters a-z, digits 0-9 and '-', starting with a letter or digit", file, v.Line, v.Value)
+		}
+		if slices.Contains(names, v.Value) {
+			return nil, invalidf("%s: line %d: secret %s is listed twice", file, v.Line, v.Value)
+		}
+		names = append(names, v.Value)
+	}
+	return names, nil
 }
 
 func findField(fields []manifestField, key string) (manifestField, bool) {

@@ -20,6 +20,7 @@ import (
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
 	dockerimage "github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
 
 	"github.com/faasvm/appliance/guest/protocol"
 )
@@ -127,21 +128,46 @@ func (c *Cache) ImageRootFS(ctx context.Context, ref string) (RootFS, error) {
 	return c.rootFS(ctx, ref, info.ID)
 }
 
-// buildImage builds the Dockerfile in dir as tag and returns the image ID.
+// buildImage builds the Dockerfile in dir (the whole folder is the build
+// context) as tag and returns the image ID.
 func (c *Cache) buildImage(ctx context.Context, tag, dir string) (string, error) {
+	return BuildDir(ctx, c.docker, c.log, tag, dir)
+}
+
+// BuildDir builds the Dockerfile in dir, with the whole folder as the
+// build context, as tag and returns the image ID.
+func BuildDir(ctx context.Context, docker ImageBuilder, log *slog.Logger, tag, dir string) (string, error) {
 	if _, err := os.Stat(filepath.Join(dir, "Dockerfile")); err != nil {
 		return "", fmt.Errorf("building image %s: %w", tag, err)
 	}
-	log := c.log.With("step", "build", "image", tag)
-	log.Info("building image", "context", dir)
-	start := time.Now()
-
+	log.With("step", "build", "image", tag).Info("building image", "context", dir)
 	pr, pw := io.Pipe()
 	defer pr.Close() // stops the packing goroutine if the engine stops reading
 	go func() { pw.CloseWithError(tarContext(pw, dir)) }()
-	resp, err := c.docker.ImageBuild(ctx, pr, build.ImageBuildOptions{
+	return BuildImage(ctx, docker, log, tag, pr, nil)
+}
+
+// pullImage pulls ref, logging the engine's progress.
+func (c *Cache) pullImage(ctx context.Context, ref string) error {
+	return PullImage(ctx, c.docker, c.log, ref)
+}
+
+// ImageBuilder is what BuildImage needs of the engine.
+type ImageBuilder interface {
+	ImageBuild(ctx context.Context, buildContext io.Reader, options build.ImageBuildOptions) (build.ImageBuildResponse, error)
+	ImageInspect(ctx context.Context, imageID string, opts ...client.ImageInspectOption) (dockerimage.InspectResponse, error)
+}
+
+// BuildImage builds tag from buildContext (a tar stream holding a
+// Dockerfile at its top), with labels, and returns the image ID. Build
+// output is logged as progress; a failing step comes back as a *BuildError.
+func BuildImage(ctx context.Context, docker ImageBuilder, log *slog.Logger, tag string, buildContext io.Reader, labels map[string]string) (string, error) {
+	log = log.With("step", "build", "image", tag)
+	start := time.Now()
+	resp, err := docker.ImageBuild(ctx, buildContext, build.ImageBuildOptions{
 		Tags:        []string{tag},
 		Dockerfile:  "Dockerfile",
+		Labels:      labels,
 		Remove:      true,
 		ForceRemove: true,
 		Version:     build.BuilderV1,
@@ -187,7 +213,7 @@ func (c *Cache) buildImage(ctx context.Context, tag, dir string) (string, error)
 		return "", fmt.Errorf("building image %s: %w", tag, err)
 	}
 	if id == "" {
-		info, err := c.docker.ImageInspect(ctx, tag)
+		info, err := docker.ImageInspect(ctx, tag)
 		if err != nil {
 			return "", fmt.Errorf("inspecting built image %s: %w", tag, err)
 		}
@@ -197,12 +223,17 @@ func (c *Cache) buildImage(ctx context.Context, tag, dir string) (string, error)
 	return id, nil
 }
 
-// pullImage pulls ref, logging the engine's progress.
-func (c *Cache) pullImage(ctx context.Context, ref string) error {
-	log := c.log.With("step", "pull", "image", ref)
+// ImagePuller is what PullImage needs of the engine.
+type ImagePuller interface {
+	ImagePull(ctx context.Context, ref string, options dockerimage.PullOptions) (io.ReadCloser, error)
+}
+
+// PullImage pulls ref, logging the engine's progress.
+func PullImage(ctx context.Context, docker ImagePuller, log *slog.Logger, ref string) error {
+	log = log.With("step", "pull", "image", ref)
 	log.Info("pulling image")
 	start := time.Now()
-	rc, err := c.docker.ImagePull(ctx, ref, dockerimage.PullOptions{})
+	rc, err := docker.ImagePull(ctx, ref, dockerimage.PullOptions{})
 	if err != nil {
 		return fmt.Errorf("pulling image %s: %w", ref, err)
 	}
