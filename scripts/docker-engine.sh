@@ -40,7 +40,14 @@ else
 	mkdir -p "$(dirname "$log_file")"
 	log "starting dockerd in the background (log: $log_file)"
 	# setsid detaches it from this script's session so it outlives the caller.
-	setsid dockerd >>"$log_file" 2>&1 </dev/null &
+	# Close every inherited descriptor above stderr first: a caller's lock
+	# (flock /tmp/faas-vm.lock make test) must not live on in the daemon.
+	(
+		for fd in $(ls /proc/$BASHPID/fd); do
+			[ "$fd" -gt 2 ] && eval "exec $fd>&-"
+		done 2>/dev/null
+		exec setsid dockerd >>"$log_file" 2>&1 </dev/null
+	) &
 	log "dockerd started (pid $!)"
 fi
 
