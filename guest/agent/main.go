@@ -98,6 +98,7 @@ func runInit(log *slog.Logger) {
 		CodeDir: protocol.CodeDir,
 		RunDir:  bootstrapRunDir,
 		Env:     withDefaultEnv(os.Environ()),
+		Reseed:  reseed,
 		Logger:  base,
 		Spawner: rp,
 		Poweroff: func(ctx context.Context) error {

@@ -196,3 +196,56 @@ func DecodeJSON(b []byte) (*Config, error) {
 	}
 	return &c, nil
 }
+
+// RestorePath (POST, control listener, with the control secret the VM had
+// when it was snapshotted) turns a VM restored from a snapshot into a
+// machine of its own: the body is a Restore. The agent sets the clock,
+// reseeds the kernel's RNG, takes the new secrets (the old ones are refused
+// from then on) and tells the http-mode bootstrap, which reseeds the
+// language's PRNG and calls the handler's on_restore hook. It answers 200
+// with a RestoreResult once all of that is done.
+const RestorePath = "/restore"
+
+// RestoreEntropyBytes is how many bytes of fresh entropy a Restore carries.
+const RestoreEntropyBytes = 64
+
+// Restore is the body of a RestorePath request.
+type Restore struct {
+	// Secret and ControlSecret replace the snapshot's secrets.
+	Secret        string `json:"secret"`
+	ControlSecret string `json:"controlSecret"`
+	// Entropy (RestoreEntropyBytes random bytes) is added to the guest
+	// kernel's RNG, which is then reseeded.
+	Entropy []byte `json:"entropy"`
+	// TimeUnixNano is the host's wall clock when the request was sent.
+	TimeUnixNano int64 `json:"timeUnixNano"`
+	// Name and VMID are the clone's identity (for logs and on_restore).
+	Name string `json:"name"`
+	VMID string `json:"vmId"`
+}
+
+// Validate reports the first problem with r.
+func (r *Restore) Validate() error {
+	switch {
+	case r.Secret == "" || r.ControlSecret == "":
+		return errors.New("restore: both secrets are required")
+	case r.Secret == r.ControlSecret:
+		return errors.New("restore: the control secret must differ from the data secret")
+	case len(r.Entropy) < RestoreEntropyBytes:
+		return fmt.Errorf("restore: entropy must be at least %d bytes, got %d", RestoreEntropyBytes, len(r.Entropy))
+	case r.TimeUnixNano <= 0:
+		return errors.New("restore: no time")
+	case r.VMID == "":
+		return errors.New("restore: no vm id")
+	}
+	return nil
+}
+
+// RestoreResult is the agent's answer to a RestorePath request.
+type RestoreResult struct {
+	// Hook is "" when the handler has no on_restore hook or it ran fine,
+	// else what went wrong (the clone serves anyway).
+	Hook string `json:"hook,omitempty"`
+	// ClockStepMs is how far the guest's clock was stepped.
+	ClockStepMs int64 `json:"clockStepMs"`
+}

@@ -11,6 +11,8 @@ import importlib.util
 import inspect
 import json
 import os
+import random
+import signal
 import sys
 import traceback
 import urllib.parse
@@ -54,7 +56,40 @@ def load_handler(code_dir, handler):
     fn = getattr(module, "handle", None)
     if not callable(fn):
         raise AttributeError(f"{path} defines no function handle(req)")
-    return fn
+    return fn, module
+
+
+def on_restore_signal(module, run_dir):
+    """Returns the SIGUSR2 handler the agent triggers after a snapshot restore.
+
+    The kernel's RNG has been reseeded by then: reseed Python's own PRNG from
+    it, call the handler module's optional on_restore(info) hook (info: name,
+    vmId), then confirm by writing restore-<n>.done (empty, or the hook's
+    error), which the agent waits for before the clone serves.
+    """
+
+    def handler(signum, frame):
+        err = ""
+        n = 0
+        try:
+            with open(os.path.join(run_dir, "restore.json"), encoding="utf-8") as f:
+                info = json.load(f)
+            n = int(info.get("n", 0))
+            random.seed()  # from os.urandom: the reseeded kernel RNG
+            hook = getattr(module, "on_restore", None)
+            if callable(hook):
+                result = hook({"name": info.get("name", ""), "vmId": info.get("vmId", "")})
+                if inspect.isawaitable(result):
+                    asyncio.run(_awaited(result))
+        except Exception as e:  # noqa: BLE001 - a failing hook is reported, the clone serves anyway
+            traceback.print_exc()
+            err = f"on_restore: {type(e).__name__}: {e}"
+        done = os.path.join(run_dir, f"restore-{n}.done")
+        with open(done + ".tmp", "w", encoding="utf-8") as f:
+            f.write(err)
+        os.replace(done + ".tmp", done)
+
+    return handler
 
 
 def _has(headers, name):
@@ -184,11 +219,13 @@ def serve():
     code_dir = os.environ.get("FAAS_CODE_DIR") or os.getcwd()
     handler = os.environ["FAAS_HANDLER"]
     try:
-        fn = load_handler(code_dir, handler)
+        fn, module = load_handler(code_dir, handler)
     except BaseException as e:  # noqa: BLE001 - anything the import raises ends the bootstrap
         traceback.print_exc()
         print(f"bootstrap: cannot load handler {handler}: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
+    run_dir = os.path.dirname(os.path.abspath(__file__))
+    signal.signal(signal.SIGUSR2, on_restore_signal(module, run_dir))
     handler_class = type("UserHandler", (Handler,), {"user_handle": staticmethod(fn)})
     server = Server(("127.0.0.1", port), handler_class)
     print(f"bootstrap: serving {handler} on 127.0.0.1:{port}", flush=True)

@@ -66,6 +66,10 @@ func consolePrefix(name string) string {
 // start has nothing to launch: exec mode is ready once the command resolves.
 func (e *execHandler) start(context.Context) {}
 
+// restored does nothing: every request runs a new process, which starts
+// from the reseeded kernel RNG.
+func (e *execHandler) restored(context.Context, *protocol.Restore) string { return "" }
+
 func (e *execHandler) status() Status {
 	e.mu.Lock()
 	stopping := e.stopping

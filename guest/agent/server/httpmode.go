@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +58,8 @@ type httpHandler struct {
 	mu         sync.Mutex
 	st         Status
 	addr       string             // where the running bootstrap listens
+	pid        int                // the running bootstrap's pid; 0 when none
+	restores   int                // restore notifications sent (names the ack file)
 	cancel     context.CancelFunc // ends the supervisor
 	supervisor chan struct{}      // closed when the supervisor has returned
 }
@@ -254,7 +257,15 @@ func (h *httpHandler) runOnce(ctx context.Context, script string) error {
 	h.mu.Lock()
 	h.st = Status{State: StateStarting}
 	h.addr = addr
+	h.pid = pid
 	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		if h.pid == pid {
+			h.pid = 0
+		}
+		h.mu.Unlock()
+	}()
 	h.log.Info("bootstrap started", "step", "bootstrap", "pid", pid, "addr", addr)
 
 	if err := waitListening(ctx, addr, exited); err == nil {
@@ -275,6 +286,53 @@ func (h *httpHandler) runOnce(ctx context.Context, script string) error {
 			h.log.Warn("stopping bootstrap", "step", "bootstrap", "err", err)
 		}
 		return ctx.Err()
+	}
+}
+
+// Restore notification of the bootstrap: the agent writes restoreInfoFile
+// in the run directory, sends restoreSignal, and waits up to restoreHookWait
+// for the bootstrap to write restore-<n>.done (empty, or the hook's error).
+const (
+	restoreInfoFile = "restore.json"
+	restoreSignal   = syscall.SIGUSR2
+	restoreHookWait = 5 * time.Second
+	restorePoll     = 2 * time.Millisecond
+)
+
+// restored tells the running bootstrap it was restored: it reseeds the
+// language's PRNG from the (already reseeded) kernel RNG and calls the
+// handler's on_restore hook. It returns the hook's failure, "" if none.
+func (h *httpHandler) restored(ctx context.Context, r *protocol.Restore) string {
+	h.mu.Lock()
+	pid := h.pid
+	h.restores++
+	n := h.restores
+	h.mu.Unlock()
+	if pid == 0 {
+		return "" // nothing runs yet: a bootstrap started from now on starts fresh
+	}
+	info, _ := json.Marshal(map[string]any{"n": n, "name": r.Name, "vmId": r.VMID})
+	done := filepath.Join(h.opts.RunDir, fmt.Sprintf("restore-%d.done", n))
+	if err := os.WriteFile(filepath.Join(h.opts.RunDir, restoreInfoFile), info, 0o644); err != nil {
+		return "writing the restore notice: " + err.Error()
+	}
+	if err := syscall.Kill(pid, restoreSignal); err != nil {
+		return "signalling the bootstrap: " + err.Error()
+	}
+	ctx, cancel := context.WithTimeout(ctx, restoreHookWait)
+	defer cancel()
+	tick := time.NewTicker(restorePoll)
+	defer tick.Stop()
+	for {
+		if b, err := os.ReadFile(done); err == nil {
+			_ = os.Remove(done)
+			return strings.TrimSpace(string(b))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Sprintf("the bootstrap did not confirm the restore within %s", restoreHookWait)
+		case <-tick.C:
+		}
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/faasvm/appliance/guest/protocol"
@@ -104,6 +105,11 @@ type Options struct {
 	// RestartMin and RestartMax bound the backoff between restarts of a
 	// crashed http-mode bootstrap.
 	RestartMin, RestartMax time.Duration
+	// Reseed, called for a restore request before anything else, sets the
+	// guest's wall clock to t and adds entropy to the kernel RNG, then
+	// reseeds it; it returns how far the clock was stepped. Nil (tests,
+	// a development agent): the clock and RNG are left alone.
+	Reseed func(t time.Time, entropy []byte) (time.Duration, error)
 }
 
 func (o *Options) setDefaults() {
@@ -139,6 +145,10 @@ func (o *Options) setDefaults() {
 // handler runs the function in one of the modes.
 type handler interface {
 	http.Handler
+	// restored tells the handler's processes that the VM was restored
+	// from a snapshot (http mode: the bootstrap reseeds and calls
+	// on_restore); it returns the hook's failure, "" if none.
+	restored(ctx context.Context, r *protocol.Restore) string
 	// start begins whatever runs for the agent's lifetime (ctx).
 	start(ctx context.Context)
 	status() Status
@@ -149,6 +159,9 @@ type handler interface {
 // Server is the agent's HTTP API. Start it, serve it, Stop it.
 type Server struct {
 	cfg        protocol.Config
+	secrets    atomic.Pointer[secretPair] // replaced by a restore
+	reseed     func(time.Time, []byte) (time.Duration, error)
+	restoreMu  sync.Mutex // one restore at a time
 	log        *slog.Logger
 	handler    handler
 	poweroff   func(ctx context.Context) error
@@ -180,9 +193,11 @@ func New(cfg *protocol.Config, opts Options) (*Server, error) {
 		cfg:        *cfg,
 		log:        opts.Logger.With("function", cfg.Name, "mode", cfg.Mode),
 		poweroff:   opts.Poweroff,
+		reseed:     opts.Reseed,
 		grace:      opts.StopGrace,
 		poweredOff: make(chan struct{}),
 	}
+	s.secrets.Store(&secretPair{data: cfg.Secret, control: cfg.ControlSecret})
 	con := &console{w: opts.Console}
 	switch cfg.Mode {
 	case protocol.ModeExec:
@@ -209,7 +224,7 @@ func (s *Server) Stop(ctx context.Context) error {
 // any control header) from the request, and hands every request to the
 // function, whatever its path: there are no reserved paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !secretMatches(r.Header.Values(protocol.SecretHeader), s.cfg.Secret) {
+	if !secretMatches(r.Header.Values(protocol.SecretHeader), s.secrets.Load().data) {
 		writeError(w, http.StatusForbidden, "missing or wrong "+protocol.SecretHeader+" header")
 		return
 	}
@@ -226,7 +241,7 @@ func (s *Server) Control() http.Handler {
 }
 
 func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
-	if !secretMatches(r.Header.Values(protocol.ControlHeader), s.cfg.ControlSecret) {
+	if !secretMatches(r.Header.Values(protocol.ControlHeader), s.secrets.Load().control) {
 		writeError(w, http.StatusForbidden, "missing or wrong "+protocol.ControlHeader+" header")
 		return
 	}
@@ -244,9 +259,63 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.servePoweroff(w)
+	case protocol.RestorePath:
+		if r.Method != http.MethodPost {
+			writeError(w, http.StatusMethodNotAllowed, "restore wants POST")
+			return
+		}
+		s.serveRestore(w, r)
 	default:
 		writeError(w, http.StatusNotFound, "no control operation at "+r.URL.EscapedPath())
 	}
+}
+
+// secretPair is the VM's two secrets.
+type secretPair struct{ data, control string }
+
+// maxRestoreBody bounds a restore request's body.
+const maxRestoreBody = 16 << 10
+
+// serveRestore makes a VM restored from a snapshot its own machine: clock,
+// kernel RNG, secrets, then the handler's processes (see
+// protocol.RestorePath). The request carried the old control secret; the
+// answer is the last thing that secret gets.
+func (s *Server) serveRestore(w http.ResponseWriter, r *http.Request) {
+	s.restoreMu.Lock()
+	defer s.restoreMu.Unlock()
+	var req protocol.Restore
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRestoreBody+1))
+	switch {
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "reading restore request: "+err.Error())
+		return
+	case len(body) > maxRestoreBody:
+		writeError(w, http.StatusRequestEntityTooLarge, "restore request too large")
+		return
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "decoding restore request: "+err.Error())
+		return
+	}
+	if err := req.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var res protocol.RestoreResult
+	if s.reseed != nil {
+		step, err := s.reseed(time.Unix(0, req.TimeUnixNano), req.Entropy)
+		if err != nil {
+			// A clone with the snapshot's RNG or clock must not serve.
+			s.log.Error("restore: reseeding", "step", "restore", "err", err)
+			writeError(w, http.StatusInternalServerError, "reseeding the guest: "+err.Error())
+			return
+		}
+		res.ClockStepMs = step.Milliseconds()
+	}
+	s.secrets.Store(&secretPair{data: req.Secret, control: req.ControlSecret})
+	res.Hook = s.handler.restored(r.Context(), &req)
+	s.log.Info("restored from a snapshot", "step", "restore", "vm_id", req.VMID, "clock_step_ms", res.ClockStepMs, "hook_error", res.Hook)
+	writeJSON(w, http.StatusOK, res)
 }
 
 // secretMatches reports whether got is exactly one value equal to want
