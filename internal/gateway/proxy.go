@@ -66,12 +66,13 @@ func (g *Gateway) invoke(c echo.Context) error {
 		start := time.Now()
 		obs.InvocationStarted(name)
 		defer func() {
-			// A body cut off mid-stream (ReverseProxy aborts the
-			// response with http.ErrAbortHandler) is no answer, whatever
-			// status was committed: it is counted as truncated.
+			// A body the instance cut off mid-stream (ReverseProxy
+			// aborts the response with http.ErrAbortHandler) is no
+			// answer, whatever status was committed: it is counted as
+			// truncated. A client that left keeps its status.
 			p := recover()
 			status := responseStatus(c)
-			if p != nil {
+			if p != nil && req.Context().Err() == nil { // not the client leaving
 				if t, ok := obs.(TruncationObserver); ok {
 					t.InvocationTruncated(name, status)
 				}
@@ -97,7 +98,11 @@ func (g *Gateway) invoke(c echo.Context) error {
 	info.vmID = inst.VMID
 	defer func() {
 		if p := recover(); p != nil {
-			inst.Release(0) // truncated: the client got no whole answer
+			status := responseStatus(c)
+			if req.Context().Err() == nil {
+				status = 0 // truncated by the instance: no whole answer
+			}
+			inst.Release(status)
 			panic(p)
 		}
 		inst.Release(responseStatus(c))
