@@ -1,6 +1,6 @@
 # `make test` installs what the suite needs (apt packages, kernel assets,
 # Docker engine, base images) and runs every test, real-VM tests included.
-.PHONY: test unit agent bench lint kube-tools
+.PHONY: test unit agent bench lint kube-tools fuzz
 
 test:
 	bash scripts/test.sh
@@ -25,3 +25,7 @@ lint:
 # The Kubernetes tools the export tests use (kubecheck, registry, kubeapi).
 kube-tools:
 	bash scripts/kube-tools.sh .cache/bin
+
+# Long fuzz runs of the user-input parsers (make test runs each for 3s).
+fuzz:
+	bash scripts/fuzz.sh -time $${FUZZTIME:-5m}

@@ -31,6 +31,9 @@ log "go test"
 # two cores they starve each other (boots 5-10x slower).
 go test -count=1 -p 1 -timeout 30m ./...
 
+log "fuzz (short bounded runs; make fuzz for long ones)"
+bash scripts/fuzz.sh -time 3s
+
 log "docker compose end to end"
 bash scripts/e2e-compose.sh
 log "all tests passed"

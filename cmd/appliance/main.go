@@ -58,5 +58,13 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("listening on FAAS_LISTEN %s: %w", cfg.Listen, err)
 	}
 	log.Info("serving", "addr", ln.Addr().String(), "functions_dir", cfg.FunctionsDir)
-	return app.Gateway.Serve(ctx, ln)
+	err = app.Gateway.Serve(ctx, ln)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+		// A signal asked for the stop, and the drain's bound ran out:
+		// the requests still running were cut off, which is what the
+		// bound is for. Not a failure of the appliance (exit status 0).
+		log.Warn("requests still in flight after FAAS_SHUTDOWN_TIMEOUT were cut off", "err", err)
+		return nil
+	}
+	return err
 }

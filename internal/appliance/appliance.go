@@ -211,3 +211,6 @@ func defaultMemory(m config.Size) string {
 	}
 	return fmt.Sprintf("%dMB", int64(m)>>20)
 }
+
+// The gateway counts truncated answers through the metrics.
+var _ gateway.TruncationObserver = (*metrics.Metrics)(nil)

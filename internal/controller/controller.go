@@ -203,10 +203,20 @@ func (c *Controller) Close(ctx context.Context) error {
 		c.mu.Unlock()
 		for _, in := range ins {
 			wg.Add(1)
-			go func() { defer wg.Done(); c.stopInstance(f, in) }()
+			go func() { defer wg.Done(); c.stopInstanceWithin(ctx, f, in) }()
 		}
 	}
-	wg.Wait()
+	// Every VM stops in parallel, each within ctx (the engine kills what
+	// does not stop in time); a stop that hangs even so is not waited for
+	// past ctx.
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		c.cancel()
+		return fmt.Errorf("stopping VMs: %w", ctx.Err())
+	}
 	c.cancel()
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()

@@ -207,6 +207,12 @@ func (c *Controller) watchInstance(f *fn, in *instance, m vm.Machine) {
 
 // stopInstance stops one VM (once) and forgets it.
 func (c *Controller) stopInstance(f *fn, in *instance) {
+	c.stopInstanceWithin(context.Background(), f, in)
+}
+
+// stopInstanceWithin is stopInstance bounded by ctx as well as by
+// Options.StopTimeout: past the bound the engine kills the VM.
+func (c *Controller) stopInstanceWithin(ctx context.Context, f *fn, in *instance) {
 	c.mu.Lock()
 	if in.stopCalled {
 		c.mu.Unlock()
@@ -220,12 +226,16 @@ func (c *Controller) stopInstance(f *fn, in *instance) {
 	c.notify(f)
 	c.mu.Unlock()
 	if m != nil {
-		c.stopMachine(f, in.id, m)
+		c.stopMachineWithin(ctx, f, in.id, m)
 	}
 }
 
 func (c *Controller) stopMachine(f *fn, id string, m vm.Machine) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.StopTimeout)
+	c.stopMachineWithin(context.Background(), f, id, m)
+}
+
+func (c *Controller) stopMachineWithin(ctx context.Context, f *fn, id string, m vm.Machine) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.StopTimeout)
 	defer cancel()
 	if err := m.Stop(ctx); err != nil {
 		c.log.Warn("stopping vm", "function", f.name, "vm_id", id, "err", err)

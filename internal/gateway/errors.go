@@ -26,6 +26,10 @@ var (
 	errUnauthorized  = errors.New("missing or invalid API token")
 )
 
+// defaultRetryAfter is the Retry-After of a 503 that names none of its own
+// (seconds).
+const defaultRetryAfter = "2"
+
 // errorBody is every error answer's JSON.
 type errorBody struct {
 	Error    string `json:"error"`
@@ -49,7 +53,9 @@ func describe(err error) (status int, message, retryAfter string) {
 	case errors.Is(err, controller.ErrNotReady):
 		return http.StatusServiceUnavailable, err.Error(), "2"
 	case errors.Is(err, controller.ErrUnavailable):
-		return http.StatusServiceUnavailable, err.Error(), ""
+		// Failed or invalid: nothing changes sooner than a backoff or an
+		// edit, but a client still learns when to look again.
+		return http.StatusServiceUnavailable, err.Error(), "5"
 	case errors.As(err, &tooLarge):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the %s limit", config.Size(tooLarge.Limit)), ""
 	case errors.Is(err, errInvokeTimeout):
@@ -90,6 +96,9 @@ func (g *Gateway) fail(c echo.Context, err error) error {
 		return nil
 	}
 	status, msg, retryAfter := describe(err)
+	if retryAfter == "" && status == http.StatusServiceUnavailable {
+		retryAfter = defaultRetryAfter // every 503 says when to retry
+	}
 	if retryAfter != "" {
 		c.Response().Header().Set("Retry-After", retryAfter)
 	}

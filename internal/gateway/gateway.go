@@ -69,6 +69,13 @@ type Observer interface {
 	InvocationDone(function string, status int, took time.Duration)
 }
 
+// TruncationObserver is an optional Observer extension: it counts
+// answers whose body was cut off after status was sent (the instance died
+// or closed mid-stream). InvocationDone reports them with status 0.
+type TruncationObserver interface {
+	InvocationTruncated(function string, status int)
+}
+
 func (o Options) withDefaults() Options {
 	if o.BootWait <= 0 {
 		o.BootWait = 30 * time.Second
@@ -128,6 +135,7 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	e.HideBanner, e.HidePort = true, true
 	e.Logger.SetOutput(io.Discard)
 	e.HTTPErrorHandler = func(err error, c echo.Context) { _ = g.fail(c, err) }
+	e.Pre(closeChunked)
 	e.Use(g.accessLog, g.recoverPanic)
 
 	e.GET("/healthz", g.healthz)

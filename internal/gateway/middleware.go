@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -149,4 +150,20 @@ func bearerToken(header string) (string, bool) {
 	}
 	token = strings.TrimSpace(token)
 	return token, token != ""
+}
+
+// closeChunked closes the connection after answering a request framed by
+// Transfer-Encoding: chunked. net/http drops a Content-Length sent with it
+// and reads the body as chunked (RFC 9112 §6.1), keeping the connection;
+// a front proxy that framed the same bytes by Content-Length would then
+// have the bytes after the chunked terminator served as a second request.
+// Closing is the RFC's other choice to rejecting: the connection carries
+// nothing more once the chunked request is answered.
+func closeChunked(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if slices.Contains(c.Request().TransferEncoding, "chunked") {
+			c.Response().Header().Set(echo.HeaderConnection, "close")
+		}
+		return next(c)
+	}
 }

@@ -65,7 +65,24 @@ func (g *Gateway) invoke(c echo.Context) error {
 	if obs := g.opts.Observer; obs != nil {
 		start := time.Now()
 		obs.InvocationStarted(name)
-		defer func() { obs.InvocationDone(name, responseStatus(c), time.Since(start)) }()
+		defer func() {
+			// A body the instance cut off mid-stream (ReverseProxy
+			// aborts the response with http.ErrAbortHandler) is no
+			// answer, whatever status was committed: it is counted as
+			// truncated. A client that left keeps its status.
+			p := recover()
+			status := responseStatus(c)
+			if p != nil && req.Context().Err() == nil { // not the client leaving
+				if t, ok := obs.(TruncationObserver); ok {
+					t.InvocationTruncated(name, status)
+				}
+				status = 0
+			}
+			obs.InvocationDone(name, status, time.Since(start))
+			if p != nil {
+				panic(p)
+			}
+		}()
 	}
 	if req.ContentLength > g.opts.MaxBody {
 		return g.fail(c, &http.MaxBytesError{Limit: g.opts.MaxBody})
@@ -79,7 +96,17 @@ func (g *Gateway) invoke(c echo.Context) error {
 		return g.fail(c, g.acquireError(req.Context(), bootExpired, err))
 	}
 	info.vmID = inst.VMID
-	defer func() { inst.Release(responseStatus(c)) }()
+	defer func() {
+		if p := recover(); p != nil {
+			status := responseStatus(c)
+			if req.Context().Err() == nil {
+				status = 0 // truncated by the instance: no whole answer
+			}
+			inst.Release(status)
+			panic(p)
+		}
+		inst.Release(responseStatus(c))
+	}()
 
 	path, err := url.PathUnescape(rawPath)
 	if err != nil {
@@ -167,6 +194,11 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 	res.Header.Del(protocol.AgentErrorHeader)
 	res.Header.Del(protocol.SecretHeader)
 	res.Header.Del(protocol.ControlHeader)
+	// A 503 from the agent ("handler is starting") or the function itself
+	// still tells the client when to retry.
+	if res.StatusCode == http.StatusServiceUnavailable && res.Header.Get("Retry-After") == "" {
+		res.Header.Set("Retry-After", defaultRetryAfter)
+	}
 	return nil
 }
 

@@ -316,7 +316,7 @@ func TestInvokeErrors(t *testing.T) {
 		{name: "boot wait runs out", opts: Options{BootWait: 20 * time.Millisecond}, acquire: blockUntilDone,
 			wantStatus: 503, wantError: "no instance ready within 20ms", wantRetry: "2", wantAcquire: true, wantLevel: "INFO"},
 		{name: "unavailable with its reason", acquire: failWith(fmt.Errorf("function %q: %w: handler.py is missing", "fn", controller.ErrUnavailable)),
-			wantStatus: 503, wantError: "handler.py is missing", wantAcquire: true, wantLevel: "INFO"},
+			wantStatus: 503, wantError: "handler.py is missing", wantRetry: "5", wantAcquire: true, wantLevel: "INFO"},
 		{name: "overloaded", acquire: failWith(fmt.Errorf("function %q: %w", "fn", controller.ErrOverloaded)),
 			wantStatus: 429, wantError: "function overloaded", wantRetry: "1", wantAcquire: true, wantLevel: "INFO"},
 		{name: "unexpected acquire error", acquire: failWith(errors.New("disk on fire")),
@@ -538,7 +538,7 @@ func TestDescribe(t *testing.T) {
 	}{
 		{"not found", fmt.Errorf("x: %w", controller.ErrNotFound), 404, ""},
 		{"not ready", fmt.Errorf("x: %w", controller.ErrNotReady), 503, "2"},
-		{"unavailable", fmt.Errorf("x: %w", controller.ErrUnavailable), 503, ""},
+		{"unavailable", fmt.Errorf("x: %w", controller.ErrUnavailable), 503, "5"},
 		{"overloaded", fmt.Errorf("x: %w", controller.ErrOverloaded), 429, "1"},
 		{"too large", fmt.Errorf("x: %w", &http.MaxBytesError{Limit: 1}), 413, ""},
 		{"timeout", fmt.Errorf("x: %w", errInvokeTimeout), 504, ""},

@@ -52,7 +52,9 @@ type Metrics struct {
 	boot     *prometheus.HistogramVec
 	cold     *prometheus.CounterVec
 	queue    *prometheus.GaugeVec
-	async    *asyncMetrics // see async.go
+	// truncated counts answers cut off mid-body, by the status sent.
+	truncated *prometheus.CounterVec
+	async     *asyncMetrics // see async.go
 
 	mu    sync.Mutex
 	known map[string]bool // functions with series; see the package comment
@@ -98,13 +100,17 @@ func New() *Metrics {
 			Name: "faasvm_queue_depth",
 			Help: "Requests waiting for a free concurrency slot of the function.",
 		}, []string{labelFunction}),
+		truncated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "faasvm_truncated_responses_total",
+			Help: "Invocations whose response body was cut off after the status was sent, by that status (gateway_function_invocation_total counts them under code 0).",
+		}, []string{labelFunction, labelCode}),
 		known: map[string]bool{},
 		async: newAsyncMetrics(),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.started, m.total, m.seconds, m.replicas, m.boot, m.cold, m.queue,
+		m.started, m.total, m.seconds, m.replicas, m.boot, m.cold, m.queue, m.truncated,
 	)
 	m.reg.MustRegister(m.async.collectors()...)
 	return m
@@ -136,6 +142,16 @@ func (m *Metrics) InvocationDone(function string, status int, took time.Duration
 	}
 	m.total.WithLabelValues(function, strconv.Itoa(status)).Inc()
 	m.seconds.WithLabelValues(function).Observe(took.Seconds())
+}
+
+// InvocationTruncated counts a response of function cut off mid-body
+// after status was sent. Unknown functions are not recorded.
+func (m *Metrics) InvocationTruncated(function string, status int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.isKnown(function) {
+		m.truncated.WithLabelValues(function, strconv.Itoa(status)).Inc()
+	}
 }
 
 // FunctionState reports a function's ready replicas and queued requests;
@@ -180,7 +196,7 @@ func (m *Metrics) Forget(function string) {
 	delete(m.known, function)
 	l := prometheus.Labels{labelFunction: function}
 	for _, v := range append([]interface{ DeletePartialMatch(prometheus.Labels) int }{
-		m.started, m.total, m.seconds, m.replicas, m.boot, m.cold, m.queue,
+		m.started, m.total, m.seconds, m.replicas, m.boot, m.cold, m.queue, m.truncated,
 	}, m.async.vecs()...) {
 		v.DeletePartialMatch(l)
 	}

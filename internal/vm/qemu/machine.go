@@ -127,8 +127,16 @@ func (m *machine) shutdown(ctx context.Context) (how string, err error) {
 		}
 	}
 
-	// The quit gets its own short bound: ctx may already be over, and the
-	// alternative is a kill.
+	// Past the caller's bound (the appliance shutting down, say), no more
+	// grace: kill at once.
+	if ctx.Err() != nil {
+		if err := m.qemu.killAndWait(killWait); err != nil {
+			return "kill", err
+		}
+		return "kill", nil
+	}
+	// The quit gets its own short bound: ctx may end while it runs, and
+	// the alternative is a kill.
 	qctx, qcancel := context.WithTimeout(context.WithoutCancel(ctx), qmpQuitTimeout)
 	defer qcancel()
 	if err := m.qmpQuit(qctx); err != nil {
