@@ -13,3 +13,5 @@ go test -run '^$' -bench 'BenchmarkWarm' -benchtime 50x ./internal/vm/qemu
 go test -run '^$' -bench 'BenchmarkFolderToFirst200' -benchtime 5x ./cmd/appliance
 # Asynchronous calls: accepted/s at the gateway, completions/s end to end.
 go run ./scripts/bench-async
+# Gateway vs nginx in front of the same tiny backend (no VM; ~1 min).
+bash scripts/bench-gateway.sh

@@ -26,6 +26,9 @@ bash scripts/kube-tools.sh "$root/.cache/bin"
 log "lint"
 make -s lint
 
+log "go test -race (packages without real VMs, -short)"
+go test -race -short -count=1 ./internal/controller ./internal/gateway ./internal/metrics ./guest/agent/...
+
 log "go test"
 # -p 1: the real-VM packages boot many TCG guests each; run side by side on
 # two cores they starve each other (boots 5-10x slower).

@@ -11,9 +11,11 @@
 //	controller.go  the Controller, its options, New and Close
 //	reconcile.go   Sync: folder → spec → disks → ready instances; redeploy, fail, remove
 //	instance.go    one instance's life: register, boot, stop, crash and health watches
-//	admission.go   the data plane: pick, Acquire, the queue of waiting requests, leases
+//	admission.go   the data plane: per-function state, pick, Acquire, the FIFO of waiting requests, leases, suspects
 //	status.go      the read model: List, Get, Logs
 //	scale.go       the autoscaler
+//	types.go       what the API and the gateway see: states, errors, Status, Instance
+//	latency.go     the latency ring; tail.go the console tail
 package controller
 
 import (
@@ -23,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	api "github.com/weaveworks/ignite/pkg/apis/ignite"
@@ -89,8 +92,8 @@ type Prober interface {
 }
 
 // Recorder receives what the controller measures (the appliance's
-// Prometheus metrics). The controller calls it with its lock held: calls
-// must be quick and must not call back into the controller.
+// Prometheus metrics). Calls must be quick and must not call back into the
+// controller; the data plane calls it without any shared lock.
 type Recorder interface {
 	// FunctionState reports a function's ready instances and the
 	// requests waiting for one.
@@ -164,6 +167,11 @@ type Controller struct {
 	mu     sync.Mutex
 	fns    map[string]*fn
 	closed bool
+
+	// dir mirrors fns for the data plane's lookups without c.mu.
+	dir sync.Map // name → *fn
+	// kicks asks the autoscaler to look at one function now (see kick).
+	kicks chan *fn
 }
 
 // New returns a controller. Call Sync for each function folder (the watcher
@@ -180,6 +188,7 @@ func New(opts Options, engine vm.Engine, images Images) *Controller {
 		life:   life,
 		cancel: cancel,
 		fns:    map[string]*fn{},
+		kicks:  make(chan *fn, 256),
 	}
 	c.wg.Add(1)
 	go c.autoscaleLoop()
@@ -236,18 +245,20 @@ type fn struct {
 	lastErr   string
 	warnings  []string
 	instances []*instance
-	changed   chan struct{} // closed and replaced on every change
-	counts    Counts
-	latency   latencies
-	waiters   int
 	startedAt time.Time
 	removed   bool
 
+	// the data plane's state, behind its own lock (admission.go)
+	dp admission
+	// gauge serialises reports of f's gauges.
+	gauge sync.Mutex
+	// kicked: an ask to the autoscaler is pending (see kick).
+	kicked atomic.Bool
+
 	// autoscaler state, see autoscale
-	lastRequest time.Time // the last request's arrival (or the deploy)
-	desired     int       // the last decision
-	belowSince  time.Time // since when fewer replicas would do (zero: not)
-	peak        int       // the most replicas wanted since belowSince
+	desired    int       // the last decision
+	belowSince time.Time // since when fewer replicas would do (zero: not)
+	peak       int       // the most replicas wanted since belowSince
 
 	// reconcile serialisation: one worker per function, latest event wins
 	working bool
@@ -258,19 +269,11 @@ type fn struct {
 	restartAt   time.Time // no boot for the serving version before this (backoff)
 }
 
-// notify wakes everything waiting on a change of f and publishes its
-// gauges; c.mu is held.
+// notify publishes a change of f to its data plane (which serves the
+// waiting requests it can now) and reports its gauges; c.mu is held.
 func (c *Controller) notify(f *fn) {
-	close(f.changed)
-	f.changed = make(chan struct{})
-	c.publish(f)
-}
-
-// publish reports f's gauges; c.mu is held. A removed function has none.
-func (c *Controller) publish(f *fn) {
-	if !f.removed {
-		c.rec.FunctionState(f.name, f.count(instReady, ""), f.waiters)
-	}
+	c.resync(f)
+	c.publishQueue(f)
 }
 
 func (f *fn) count(state, version string) int {

@@ -16,10 +16,13 @@ import (
 	"github.com/faasvm/appliance/internal/vm"
 )
 
-// fakeEngine boots fake machines; fail (if set) decides a boot's error.
+// fakeEngine boots fake machines; fail (if set) decides a boot's error;
+// hold (if set) runs first, outside the engine's lock, and may block the
+// boot like a slow VM (its error fails the boot).
 type fakeEngine struct {
 	mu       sync.Mutex
 	fail     func(spec *vm.Spec) error
+	hold     func(ctx context.Context, spec *vm.Spec) error
 	machines []*fakeMachine
 }
 
@@ -29,6 +32,11 @@ var _ vm.Engine = (*fakeEngine)(nil)
 func (e *fakeEngine) Name() string { return "qemu" }
 
 func (e *fakeEngine) Start(ctx context.Context, spec *vm.Spec) (vm.Machine, error) {
+	if e.hold != nil {
+		if err := e.hold(ctx, spec); err != nil {
+			return nil, err
+		}
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.fail != nil {
@@ -345,9 +353,7 @@ func TestQueueBound(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c.mu.Lock()
-		w := c.fns["busy"].waiters
-		c.mu.Unlock()
+		w := queued(c, "busy")
 		if w == 2 {
 			break
 		}

@@ -28,21 +28,30 @@ const (
 )
 
 type instance struct {
-	id       string
-	vm       *api.VM // the VM object it boots
-	version  string
-	spec     *function.Spec
-	secret   string // the data secret: the gateway's requests carry it
-	control  string // the control secret: only health checks and the engine's poweroff
-	m        vm.Machine
-	state    string
-	inflight int
-	started  time.Time     // when the VM became ready to serve
-	drained  chan struct{} // closed when draining and inflight reaches 0
+	id      string
+	vm      *api.VM // the VM object it boots
+	version string
+	spec    *function.Spec
+	secret  string // the data secret: the gateway's requests carry it
+	control string // the control secret: only health checks and the engine's poweroff
+	m       vm.Machine
+	state   string
+	started time.Time     // when the VM became ready to serve
+	drained chan struct{} // closed when draining and inflight reaches 0
+	check   chan struct{} // asks the health watch for a check now (a suspect)
+
+	// data plane, guarded by the function's admission lock
+	inflight      int
+	serving       bool // in the admission's serving set
+	suspect       bool // unreachable from the gateway: out until a check passes
+	draining      bool
+	drainedClosed bool
 	// stopCalled is set by the one stopInstance call that stops the VM,
 	// which also closes stopped.
 	stopCalled bool
 	stopped    chan struct{}
+	// abortBoot cancels the boot in progress (set while booting).
+	abortBoot context.CancelFunc
 }
 
 // Boot errors that are nobody's fault.
@@ -101,7 +110,7 @@ func (c *Controller) register(f *fn, spec *function.Spec) (*instance, error) {
 	}
 	in := &instance{
 		id: string(v.UID), vm: v, version: spec.Digest, spec: spec, secret: secret, control: control,
-		state: instBooting, drained: make(chan struct{}), stopped: make(chan struct{}),
+		state: instBooting, drained: make(chan struct{}), stopped: make(chan struct{}), check: make(chan struct{}, 1),
 	}
 	f.instances = append(f.instances, in)
 	c.notify(f)
@@ -129,6 +138,17 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 	}
 	ctx, cancel := context.WithTimeout(c.life, c.opts.BootTimeout)
 	defer cancel()
+	c.mu.Lock()
+	in.abortBoot = cancel
+	aborted := in.stopCalled
+	c.mu.Unlock()
+	if aborted {
+		c.mu.Lock()
+		f.instances = without(f.instances, in)
+		c.notify(f)
+		c.mu.Unlock()
+		return fmt.Errorf("booting vm for %s: %w", f.name, errStoppedBooting)
+	}
 	start := time.Now()
 	c.log.Info("booting vm", "function", f.name, "vm_id", in.id, "version", short(spec.Digest), "engine", c.engine.Name())
 	m, err := c.engine.Start(ctx, &vm.Spec{
@@ -139,7 +159,11 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		c.mu.Lock()
 		f.instances = without(f.instances, in)
 		c.notify(f)
+		stopped := in.stopCalled
 		c.mu.Unlock()
+		if stopped {
+			err = fmt.Errorf("%w: %w", errStoppedBooting, err)
+		}
 		return fmt.Errorf("booting vm for %s: %w", f.name, err)
 	}
 	took := time.Since(start)
@@ -220,6 +244,9 @@ func (c *Controller) stopInstanceWithin(ctx context.Context, f *fn, in *instance
 	}
 	in.stopCalled = true
 	close(in.stopped)
+	if in.abortBoot != nil && in.m == nil {
+		in.abortBoot() // still booting: give up the boot
+	}
 	in.state = instStopped
 	m := in.m
 	f.instances = without(f.instances, in)
@@ -253,12 +280,15 @@ func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
 	defer t.Stop()
 	failures := 0
 	for {
+		suspect := false
 		select {
 		case <-in.stopped:
 			return
 		case <-c.life.Done():
 			return
 		case <-t.C:
+		case <-in.check:
+			suspect = true
 		}
 		c.mu.Lock()
 		serving := in.state == instReady
@@ -272,12 +302,20 @@ func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
 		cancel()
 		if err == nil {
 			failures = 0
+			if suspect {
+				c.clearSuspect(f, in)
+			}
 			continue
 		}
 		if c.life.Err() != nil {
 			return
 		}
 		failures++
+		if suspect {
+			// The gateway could not connect and the agent does not answer
+			// either: no need to wait for more failures.
+			failures = max(failures, c.opts.HealthThreshold)
+		}
 		c.log.Warn("health check failed", "function", f.name, "vm_id", in.id, "failures", failures, "threshold", c.opts.HealthThreshold, "err", err)
 		if failures < c.opts.HealthThreshold {
 			continue
@@ -296,6 +334,20 @@ func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
 		c.log.Error("vm unhealthy: stopping it", "function", f.name, "vm_id", in.id, "err", err)
 		c.stopInstance(f, in)
 		return
+	}
+}
+
+// clearSuspect puts a suspect that passed its check back in service.
+func (c *Controller) clearSuspect(f *fn, in *instance) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f.dp.mu.Lock()
+	was := in.suspect
+	in.suspect = false
+	f.dp.mu.Unlock()
+	if was {
+		c.log.Info("suspect vm answers its health check: back in service", "function", f.name, "vm_id", in.id)
+		c.notify(f)
 	}
 }
 

@@ -30,12 +30,19 @@ func (c *Controller) Sync(name string) {
 		if _, err := os.Stat(filepath.Join(c.opts.FunctionsDir, name)); err != nil {
 			return // never seen, already gone
 		}
-		f = &fn{name: name, state: StateDeploying, changed: make(chan struct{})}
+		f = &fn{name: name, state: StateDeploying}
 		c.fns[name] = f
-		c.publish(f)
+		c.dir.Store(name, f)
+		c.notify(f)
 	}
 	if f.working {
 		f.pending = true
+		// A removal does not wait for the deploy in progress (a boot can
+		// take minutes): requests get their 404 now, boots are aborted.
+		if _, err := os.Stat(filepath.Join(c.opts.FunctionsDir, name)); errors.Is(err, os.ErrNotExist) && !f.removed {
+			c.wg.Add(1)
+			go func() { defer c.wg.Done(); c.remove(f) }()
+		}
 		return
 	}
 	f.working = true
@@ -173,7 +180,9 @@ func (c *Controller) promote(f *fn, spec *function.Spec, d disks, ready []*insta
 	f.spec, f.disks = spec, d
 	f.state, f.lastErr, f.warnings = StateReady, "", spec.Warnings
 	f.startedAt = time.Now()
-	f.lastRequest = f.startedAt // the idle timeout starts now
+	f.dp.mu.Lock()
+	f.dp.lastRequest = f.startedAt // the idle timeout starts now
+	f.dp.mu.Unlock()
 	f.belowSince = time.Time{}
 	f.crashes, f.restartAt = 0, time.Time{}
 	for _, in := range ready {
@@ -203,9 +212,11 @@ func (c *Controller) promote(f *fn, spec *function.Spec, d disks, ready []*insta
 // held.
 func (c *Controller) drain(f *fn, in *instance) {
 	in.state = instDraining
-	if in.inflight == 0 {
-		close(in.drained)
-	}
+	f.dp.mu.Lock()
+	f.dp.withdraw(in)
+	in.draining = true
+	f.dp.drainCheck(in)
+	f.dp.mu.Unlock()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -227,6 +238,9 @@ func (c *Controller) drain(f *fn, in *instance) {
 func (c *Controller) fail(f *fn, state string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if f.removed {
+		return // removed while deploying: nothing to report
+	}
 	f.lastErr = err.Error()
 	if f.spec != nil && (f.state == StateReady || f.state == StateIdle) {
 		f.lastErr = "new version not deployed, previous version still serving: " + err.Error()
@@ -244,6 +258,7 @@ func (c *Controller) remove(f *fn) {
 	f.removed = true
 	if c.fns[f.name] == f {
 		delete(c.fns, f.name)
+		c.dir.CompareAndDelete(f.name, f)
 	}
 	c.rec.Forget(f.name)
 	ins := append([]*instance(nil), f.instances...)

@@ -62,6 +62,11 @@ func (c *Controller) autoscaleLoop() {
 				c.autoscale(f, now, true, "tick")
 			}
 			c.mu.Unlock()
+		case f := <-c.kicks:
+			f.kicked.Store(false)
+			c.mu.Lock()
+			c.autoscale(f, time.Now(), false, "request waiting")
+			c.mu.Unlock()
 		}
 	}
 }
@@ -75,25 +80,14 @@ func (c *Controller) autoscale(f *fn, now time.Time, scaleIn bool, trigger strin
 	}
 	spec := f.spec
 	sc := spec.Scale
-	var ready, booting, inflight int
-	for _, in := range f.instances {
-		if in.version != spec.Digest {
-			continue
-		}
-		switch in.state {
-		case instReady:
-			ready++
-			inflight += in.inflight
-		case instBooting:
-			booting++
-		}
-	}
+	ready, booting := f.count(instReady, spec.Digest), f.count(instBooting, spec.Digest)
+	inflight, queued, lastRequest := f.load()
 	current := ready + booting
-	load := inflight + f.waiters
-	idle := load == 0 && now.Sub(f.lastRequest) >= sc.IdleTimeout
+	load := inflight + queued
+	idle := load == 0 && now.Sub(lastRequest) >= sc.IdleTimeout
 	desired := desiredReplicas(load, sc, idle)
 	f.desired = desired
-	log := c.log.With("function", f.name, "from", current, "in_flight", inflight, "queued", f.waiters, "trigger", trigger)
+	log := c.log.With("function", f.name, "from", current, "in_flight", inflight, "queued", queued, "trigger", trigger)
 
 	if desired > current {
 		f.belowSince = time.Time{}
@@ -192,16 +186,22 @@ func (c *Controller) bootFailed(f *fn, in *instance, err error) {
 // scaleIn drains the n ready instances of the serving version with the
 // fewest requests in flight. c.mu is held.
 func (c *Controller) scaleIn(f *fn, n int) {
-	var ready []*instance
+	type cand struct {
+		in       *instance
+		inflight int
+	}
+	var ready []cand
+	f.dp.mu.Lock()
 	for _, in := range f.instances {
 		if in.state == instReady && in.version == f.spec.Digest {
-			ready = append(ready, in)
+			ready = append(ready, cand{in, in.inflight})
 		}
 	}
-	slices.SortStableFunc(ready, func(a, b *instance) int { return cmp.Compare(a.inflight, b.inflight) })
-	for _, in := range ready[:min(n, len(ready))] {
-		c.log.Info("draining vm", "function", f.name, "vm_id", in.id, "in_flight", in.inflight, "step", "scale-in")
-		c.drain(f, in)
+	f.dp.mu.Unlock()
+	slices.SortStableFunc(ready, func(a, b cand) int { return cmp.Compare(a.inflight, b.inflight) })
+	for _, r := range ready[:min(n, len(ready))] {
+		c.log.Info("draining vm", "function", f.name, "vm_id", r.in.id, "in_flight", r.inflight, "step", "scale-in")
+		c.drain(f, r.in)
 	}
 	if f.count(instReady, f.spec.Digest) == 0 && f.count(instBooting, f.spec.Digest) == 0 {
 		f.state = StateIdle

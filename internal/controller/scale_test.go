@@ -126,6 +126,8 @@ func readyVMs(c *Controller, name string) map[string]int {
 	defer c.mu.Unlock()
 	out := map[string]int{}
 	if f := c.fns[name]; f != nil {
+		f.dp.mu.Lock()
+		defer f.dp.mu.Unlock()
 		for _, in := range f.instances {
 			if in.state == instReady {
 				out[in.id] = in.inflight
@@ -133,6 +135,17 @@ func readyVMs(c *Controller, name string) map[string]int {
 		}
 	}
 	return out
+}
+
+// queued is how many requests wait for name.
+func queued(c *Controller, name string) int {
+	f := c.lookup(name)
+	if f == nil {
+		return 0
+	}
+	f.dp.mu.Lock()
+	defer f.dp.mu.Unlock()
+	return len(f.dp.queue)
 }
 
 // eventually polls cond until it holds (bounded).
@@ -227,7 +240,8 @@ func TestPickFewestInFlight(t *testing.T) {
 			for _, in := range tt.instances {
 				f.instances = append(f.instances, &instance{state: in.state, version: in.version, inflight: in.inflight})
 			}
-			got := f.pick()
+			(&Controller{}).resync(f)
+			got := f.dp.pick()
 			want := (*instance)(nil)
 			if tt.want >= 0 {
 				want = f.instances[tt.want]

@@ -11,10 +11,15 @@ import (
 // List returns every function's status, sorted by name.
 func (c *Controller) List(ctx context.Context) []Status {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	out := make([]Status, 0, len(c.fns))
+	rings := make([]latencies, len(c.fns))
 	for _, f := range c.fns {
-		out = append(out, c.status(f))
+		out = append(out, c.status(f, &rings[len(out)]))
+	}
+	c.mu.Unlock()
+	// The summaries sort: not under any lock.
+	for i := range out {
+		out[i].Latency = rings[i].summary()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -23,12 +28,16 @@ func (c *Controller) List(ctx context.Context) []Status {
 // Get returns one function's status.
 func (c *Controller) Get(ctx context.Context, name string) (Status, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	f := c.fns[name]
 	if f == nil {
+		c.mu.Unlock()
 		return Status{}, fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
-	return c.status(f), nil
+	var ring latencies
+	s := c.status(f, &ring)
+	c.mu.Unlock()
+	s.Latency = ring.summary()
+	return s, nil
 }
 
 // Logs returns the last lines of the console of the function's newest VM,
@@ -54,29 +63,31 @@ func (c *Controller) Logs(ctx context.Context, name string, lines int) (string, 
 	return tail(path, lines), nil
 }
 
-// status renders f; c.mu is held.
-func (c *Controller) status(f *fn) Status {
+// status renders f but its latency summary, and copies its latency ring
+// into ring; c.mu is held.
+func (c *Controller) status(f *fn, ring *latencies) Status {
 	s := Status{
-		Name:        f.name,
-		State:       f.state,
-		Engine:      c.engine.Name(),
-		EngineNote:  c.opts.EngineNote,
-		StartedAt:   f.startedAt,
-		LastError:   f.lastErr,
-		Warnings:    f.warnings,
-		Invocations: f.counts,
+		Name:       f.name,
+		State:      f.state,
+		Engine:     c.engine.Name(),
+		EngineNote: c.opts.EngineNote,
+		StartedAt:  f.startedAt,
+		LastError:  f.lastErr,
+		Warnings:   f.warnings,
+
 		Replicas: Replicas{
 			Ready:    f.count(instReady, ""),
 			Booting:  f.count(instBooting, ""),
 			Draining: f.count(instDraining, ""),
 			Desired:  f.desired,
 		},
-		Queued:  f.waiters,
-		Latency: f.latency.summary(),
 	}
+	f.dp.mu.Lock()
+	s.Invocations, s.Queued, *ring = f.dp.counts, len(f.dp.queue), f.dp.latency
 	for _, in := range f.instances {
 		s.InFlight += in.inflight
 	}
+	f.dp.mu.Unlock()
 	if f.spec != nil {
 		s.Runtime, s.Mode, s.Handler, s.Version = f.spec.Runtime, f.spec.Mode, f.spec.Handler, short(f.spec.Digest)
 		for _, in := range f.instances {

@@ -96,4 +96,8 @@ type Instance struct {
 	// Release reports the request's outcome (HTTP status, 0 if none was
 	// received) and frees the instance's concurrency slot.
 	Release func(status int)
+	// Suspect reports that the instance refused or reset the connection:
+	// it gets no more requests until a health check (run at once) passes,
+	// and is replaced if that fails. Nil: nothing to report to.
+	Suspect func()
 }

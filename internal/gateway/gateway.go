@@ -99,7 +99,8 @@ type Gateway struct {
 	log       *slog.Logger
 	echo      *echo.Echo
 	transport *http.Transport
-	proxy     *httputil.ReverseProxy
+	proxy     *httputil.ReverseProxy // for upgrades; see forward.go
+	bufs      *bufferPool
 }
 
 // New builds the gateway's routes. A nil logger discards logs.
@@ -107,7 +108,7 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{opts: opts.withDefaults(), fns: fns, log: logger}
+	g := &Gateway{opts: opts.withDefaults(), fns: fns, log: logger, bufs: newBufferPool()}
 	g.transport = &http.Transport{
 		// Instances are on loopback or in our own network: never a proxy
 		// taken from the environment.
@@ -116,16 +117,19 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 			Timeout:   5 * time.Second,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
-		MaxIdleConns:        256,
-		MaxIdleConnsPerHost: 32,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
 		// Bodies pass through as the function wrote them.
 		DisableCompression: true,
 	}
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        g.rewrite,
-		Transport:      g.transport,
-		FlushInterval:  -1,
+		Rewrite:   g.rewrite,
+		Transport: g.transport,
+		// 0: ReverseProxy flushes at once what streams (SSE, unknown
+		// length) and buffers the rest.
+		FlushInterval:  0,
+		BufferPool:     g.bufs,
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelDebug),

@@ -58,14 +58,28 @@ func (g *Gateway) logRequest(c echo.Context, info *reqInfo, took time.Duration, 
 	if res.Committed {
 		status = res.Status
 	}
-	attrs := []slog.Attr{
+	level := slog.LevelInfo
+	switch {
+	case info.panicked != nil:
+		level = slog.LevelError
+	case status >= 500 && status != http.StatusServiceUnavailable:
+		level = slog.LevelWarn
+	case req.URL.Path == "/healthz" && status == http.StatusOK:
+		level = slog.LevelDebug
+	}
+	// The attributes are built only for a line that is written.
+	if !g.log.Enabled(req.Context(), level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs,
 		slog.String("method", req.Method),
 		slog.String("path", req.URL.Path),
 		slog.Int("status", status),
 		slog.Duration("duration", took),
 		slog.Int64("bytes", res.Size),
 		slog.String("remote", req.RemoteAddr),
-	}
+	)
 	if info.function != "" {
 		attrs = append(attrs, slog.String("function", info.function))
 	}
@@ -81,15 +95,8 @@ func (g *Gateway) logRequest(c echo.Context, info *reqInfo, took time.Duration, 
 	if info.err != nil {
 		attrs = append(attrs, slog.String("error", info.err.Error()))
 	}
-	level := slog.LevelInfo
-	switch {
-	case info.panicked != nil:
-		level = slog.LevelError
+	if info.panicked != nil {
 		attrs = append(attrs, slog.String("panic", fmt.Sprint(info.panicked)), slog.String("stack", string(info.stack)))
-	case status >= 500 && status != http.StatusServiceUnavailable:
-		level = slog.LevelWarn
-	case req.URL.Path == "/healthz" && status == http.StatusOK:
-		level = slog.LevelDebug
 	}
 	g.log.LogAttrs(req.Context(), level, "http request", attrs...)
 }

@@ -96,30 +96,35 @@ func (g *Gateway) invoke(c echo.Context) error {
 		return g.fail(c, g.acquireError(req.Context(), bootExpired, err))
 	}
 	info.vmID = inst.VMID
-	defer func() {
-		if p := recover(); p != nil {
-			status := responseStatus(c)
-			if req.Context().Err() == nil {
-				status = 0 // truncated by the instance: no whole answer
-			}
-			inst.Release(status)
-			panic(p)
-		}
-		inst.Release(responseStatus(c))
-	}()
 
 	path, err := url.PathUnescape(rawPath)
 	if err != nil {
 		path = rawPath
 	}
 	st := &proxyState{c: c, info: info, inst: inst, path: path, rawPath: rawPath, clientCtx: req.Context(), timeout: g.invokeTimeout(inst)}
+	// st.inst, not inst: a retry may have moved the request to another.
+	defer func() {
+		if p := recover(); p != nil {
+			status := responseStatus(c)
+			if req.Context().Err() == nil {
+				status = 0 // truncated by the instance: no whole answer
+			}
+			st.inst.Release(status)
+			panic(p)
+		}
+		st.inst.Release(responseStatus(c))
+	}()
 	ctx, cancel := context.WithTimeout(req.Context(), st.timeout)
 	defer cancel()
 	out := req.WithContext(context.WithValue(ctx, stateKey{}, st))
 	if req.Body != nil && req.Body != http.NoBody {
 		out.Body = &limitedBody{ReadCloser: http.MaxBytesReader(c.Response().Writer, req.Body, g.opts.MaxBody), st: st}
 	}
-	g.proxy.ServeHTTP(proxyWriter{c.Response()}, out)
+	if isUpgrade(req.Header) {
+		g.proxy.ServeHTTP(proxyWriter{c.Response()}, out)
+		return nil
+	}
+	g.forward(c, st, out, func() (controller.Instance, bool) { return g.anotherInstance(req.Context(), name) })
 	return nil
 }
 

@@ -56,8 +56,38 @@ type Metrics struct {
 	truncated *prometheus.CounterVec
 	async     *asyncMetrics // see async.go
 
-	mu    sync.Mutex
-	known map[string]bool // functions with series; see the package comment
+	// mu guards known; the hot path (InvocationStarted, InvocationDone,
+	// FunctionState of a known function) only read-locks it for the
+	// lookup and then uses the function's cached series.
+	mu    sync.RWMutex
+	known map[string]*fnSeries // functions with series; see the package comment
+}
+
+// fnSeries are one function's series, resolved once (no label hashing per
+// request).
+type fnSeries struct {
+	started  prometheus.Counter
+	seconds  prometheus.Observer
+	replicas prometheus.Gauge
+	queue    prometheus.Gauge
+	total    *prometheus.CounterVec
+	name     string
+	codes    sync.Map // status code (int) → prometheus.Counter
+}
+
+func (s *fnSeries) code(status int) prometheus.Counter {
+	if c, ok := s.codes.Load(status); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := s.codes.LoadOrStore(status, s.total.WithLabelValues(s.name, strconv.Itoa(status)))
+	return c.(prometheus.Counter)
+}
+
+// series returns function's cached series, nil if it is not known.
+func (m *Metrics) series(function string) *fnSeries {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.known[function]
 }
 
 // New returns metrics registered in a new registry, with the Go runtime and
@@ -104,7 +134,7 @@ func New() *Metrics {
 			Name: "faasvm_truncated_responses_total",
 			Help: "Invocations whose response body was cut off after the status was sent, by that status (gateway_function_invocation_total counts them under code 0).",
 		}, []string{labelFunction, labelCode}),
-		known: map[string]bool{},
+		known: map[string]*fnSeries{},
 		async: newAsyncMetrics(),
 	}
 	m.reg.MustRegister(
@@ -120,36 +150,29 @@ func New() *Metrics {
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // isKnown says whether function has series; m.mu is held.
-func (m *Metrics) isKnown(function string) bool { return m.known[function] }
+func (m *Metrics) isKnown(function string) bool { return m.known[function] != nil }
 
 // InvocationStarted counts a request for function arriving at the gateway.
 // Unknown functions are not recorded.
 func (m *Metrics) InvocationStarted(function string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.isKnown(function) {
-		m.started.WithLabelValues(function).Inc()
+	if s := m.series(function); s != nil {
+		s.started.Inc()
 	}
 }
 
 // InvocationDone records a request's final HTTP status and duration.
 // Unknown functions are not recorded.
 func (m *Metrics) InvocationDone(function string, status int, took time.Duration) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.isKnown(function) {
-		return
+	if s := m.series(function); s != nil {
+		s.code(status).Inc()
+		s.seconds.Observe(took.Seconds())
 	}
-	m.total.WithLabelValues(function, strconv.Itoa(status)).Inc()
-	m.seconds.WithLabelValues(function).Observe(took.Seconds())
 }
 
 // InvocationTruncated counts a response of function cut off mid-body
 // after status was sent. Unknown functions are not recorded.
 func (m *Metrics) InvocationTruncated(function string, status int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.isKnown(function) {
+	if m.series(function) != nil {
 		m.truncated.WithLabelValues(function, strconv.Itoa(status)).Inc()
 	}
 }
@@ -157,18 +180,28 @@ func (m *Metrics) InvocationTruncated(function string, status int) {
 // FunctionState reports a function's ready replicas and queued requests;
 // the first report makes the function known.
 func (m *Metrics) FunctionState(function string, ready, queued int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.known[function] {
-		m.known[function] = true
-		// Expose the counters at zero from the start, so that rate() sees
-		// the first invocation.
-		m.started.WithLabelValues(function)
-		m.cold.WithLabelValues(function)
-		m.async.known(function)
+	s := m.series(function)
+	if s == nil {
+		m.mu.Lock()
+		if s = m.known[function]; s == nil {
+			// Expose the counters at zero from the start, so that rate()
+			// sees the first invocation.
+			s = &fnSeries{
+				started:  m.started.WithLabelValues(function),
+				seconds:  m.seconds.WithLabelValues(function),
+				replicas: m.replicas.WithLabelValues(function),
+				queue:    m.queue.WithLabelValues(function),
+				total:    m.total,
+				name:     function,
+			}
+			m.cold.WithLabelValues(function)
+			m.async.known(function)
+			m.known[function] = s
+		}
+		m.mu.Unlock()
 	}
-	m.replicas.WithLabelValues(function).Set(float64(ready))
-	m.queue.WithLabelValues(function).Set(float64(queued))
+	s.replicas.Set(float64(ready))
+	s.queue.Set(float64(queued))
 }
 
 // VMBooted records one VM boot of function.

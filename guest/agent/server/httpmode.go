@@ -108,6 +108,9 @@ func newHTTPHandler(cfg *protocol.Config, opts Options, con *console, log *slog.
 			}
 		},
 		Transport: h.transport,
+		// FlushInterval 0: what streams (SSE, unknown length) is flushed
+		// as it comes, the rest is buffered.
+		BufferPool: newBufferPool(),
 		ModifyResponse: func(resp *http.Response) error {
 			resp.Header.Del(protocol.AgentErrorHeader) // only the agent may claim a response
 			return nil
