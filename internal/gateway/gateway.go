@@ -128,11 +128,14 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	e.HideBanner, e.HidePort = true, true
 	e.Logger.SetOutput(io.Discard)
 	e.HTTPErrorHandler = func(err error, c echo.Context) { _ = g.fail(c, err) }
-	e.Use(g.accessLog, g.recoverPanic)
+	e.Use(g.requestID, g.accessLog, g.recoverPanic)
 
 	e.GET("/healthz", g.healthz)
 	e.Any("/invoke/:name", g.invoke, g.preferAsync)
 	e.Any("/invoke/:name/*", g.invoke, g.preferAsync)
+	// OpenFaaS's path, served exactly as /invoke (see openfaas.go).
+	e.Any("/function/:name", g.invokeOpenFaaS, g.preferAsync)
+	e.Any("/function/:name/*", g.invokeOpenFaaS, g.preferAsync)
 	e.Any("/async-function/:name", g.invokeAsync)
 	e.Any("/async-function/:name/*", g.invokeAsync)
 	// The token guards each route rather than the group: a group middleware
