@@ -47,6 +47,17 @@ const (
 	// PoweroffPath (POST, control listener) syncs, stops the handler and
 	// powers the VM off.
 	PoweroffPath = "/poweroff"
+	// LogsPath (GET, control listener) streams the function's own output
+	// as newline-delimited JSON LogEntry values: every kept entry whose Seq
+	// is above the after= query parameter, then new ones as they are
+	// written, until the client leaves.
+	LogsPath = "/logs"
+	// RequestIDHeader is the request id the gateway gives every invocation;
+	// the agent tags the log lines written during it with the value.
+	RequestIDHeader = "X-Request-Id"
+	// SecretsDir is where the function's secrets appear in the guest, one
+	// file per secret, mode 0400 (OpenFaaS's path).
+	SecretsDir = "/var/openfaas/secrets"
 	// CodeDir is where the function's code appears, read-only, in the guest.
 	CodeDir = "/function"
 )
@@ -106,6 +117,25 @@ type Config struct {
 	ContentType string `json:"contentType,omitempty"`
 	// Network of the guest's eth0.
 	Network Network `json:"network"`
+}
+
+// Log streams.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+)
+
+// LogEntry is one line of the function's own output, as LogsPath streams it.
+type LogEntry struct {
+	// Seq numbers the entries of one agent from 1, without gaps.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Stream is StreamStdout or StreamStderr.
+	Stream string `json:"stream"`
+	// RequestID is the invocation the line was written during, when the
+	// agent can tell (see the agent's README).
+	RequestID string `json:"requestId,omitempty"`
+	Line      string `json:"line"`
 }
 
 // Network is the guest's interface configuration.
