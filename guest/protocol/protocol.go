@@ -73,7 +73,7 @@ const (
 	// then NUL padding up to ConfigDiskSize.
 	ConfigMagic = "FAASCFG1\n"
 	// ConfigDiskSize is the size of the raw config disk image.
-	ConfigDiskSize = 64 * 1024
+	ConfigDiskSize = 1 << 20
 )
 
 // Modes a function can run in.
@@ -111,6 +111,10 @@ type Config struct {
 	Command []string `json:"command,omitempty"`
 	// Env is added to the handler's environment.
 	Env map[string]string `json:"env,omitempty"`
+	// Secrets are the function's secrets by name. The agent writes each to
+	// SecretsDir/<name> (mode 0400) at boot and forgets them; they are
+	// never in the handler's environment or a log.
+	Secrets map[string][]byte `json:"secrets,omitempty"`
 	// Timeout bounds one invocation.
 	Timeout Duration `json:"timeout"`
 	// ContentType of exec-mode responses; sniffed from the body when empty.
