@@ -369,7 +369,7 @@ func TestAppliance(t *testing.T) {
 				t.Errorf("/api/functions lacks %s: %v", want, names)
 			}
 		}
-		if code, logs := a.get(t, "/api/functions/echo/logs?lines=50"); code != 200 || logs == "" {
+		if code, logs := a.get(t, "/api/functions/echo/console?lines=50"); code != 200 || logs == "" {
 			t.Errorf("logs: got %d %q, want the console tail", code, logs)
 		}
 	})

@@ -64,6 +64,7 @@ func (b *boot) steps() []bootStep {
 		{"read-config", b.readConfig},
 		{"mount-root", b.mountRoot},
 		{"switch-root", b.switchRoot},
+		{"secrets", b.secrets},
 		{"network", b.network},
 	}
 }

@@ -47,6 +47,17 @@ const (
 	// PoweroffPath (POST, control listener) syncs, stops the handler and
 	// powers the VM off.
 	PoweroffPath = "/poweroff"
+	// LogsPath (GET, control listener) streams the function's own output
+	// as newline-delimited JSON LogEntry values: every kept entry whose Seq
+	// is above the after= query parameter, then new ones as they are
+	// written, until the client leaves.
+	LogsPath = "/logs"
+	// RequestIDHeader is the request id the gateway gives every invocation;
+	// the agent tags the log lines written during it with the value.
+	RequestIDHeader = "X-Request-Id"
+	// SecretsDir is where the function's secrets appear in the guest, one
+	// file per secret, mode 0400 (OpenFaaS's path).
+	SecretsDir = "/var/openfaas/secrets"
 	// CodeDir is where the function's code appears, read-only, in the guest.
 	CodeDir = "/function"
 )
@@ -62,7 +73,7 @@ const (
 	// then NUL padding up to ConfigDiskSize.
 	ConfigMagic = "FAASCFG1\n"
 	// ConfigDiskSize is the size of the raw config disk image.
-	ConfigDiskSize = 64 * 1024
+	ConfigDiskSize = 1 << 20
 )
 
 // Modes a function can run in.
@@ -100,12 +111,35 @@ type Config struct {
 	Command []string `json:"command,omitempty"`
 	// Env is added to the handler's environment.
 	Env map[string]string `json:"env,omitempty"`
+	// Secrets are the function's secrets by name. The agent writes each to
+	// SecretsDir/<name> (mode 0400) at boot and forgets them; they are
+	// never in the handler's environment or a log.
+	Secrets map[string][]byte `json:"secrets,omitempty"`
 	// Timeout bounds one invocation.
 	Timeout Duration `json:"timeout"`
 	// ContentType of exec-mode responses; sniffed from the body when empty.
 	ContentType string `json:"contentType,omitempty"`
 	// Network of the guest's eth0.
 	Network Network `json:"network"`
+}
+
+// Log streams.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+)
+
+// LogEntry is one line of the function's own output, as LogsPath streams it.
+type LogEntry struct {
+	// Seq numbers the entries of one agent from 1, without gaps.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Stream is StreamStdout or StreamStderr.
+	Stream string `json:"stream"`
+	// RequestID is the invocation the line was written during, when the
+	// agent can tell (see the agent's README).
+	RequestID string `json:"requestId,omitempty"`
+	Line      string `json:"line"`
 }
 
 // Network is the guest's interface configuration.

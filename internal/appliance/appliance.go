@@ -19,6 +19,7 @@ import (
 	"github.com/faasvm/appliance/internal/function"
 	"github.com/faasvm/appliance/internal/gateway"
 	"github.com/faasvm/appliance/internal/image"
+	"github.com/faasvm/appliance/internal/logs"
 	"github.com/faasvm/appliance/internal/metrics"
 	"github.com/faasvm/appliance/internal/ui"
 	"github.com/faasvm/appliance/internal/watch"
@@ -82,12 +83,20 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	}
 	defaults := FunctionDefaults(cfg)
 	defaults.SnapshotDir = snapshots
+	// The functions' own output, kept apart from the consoles, across VM
+	// replacements and restarts.
+	funcLogs, err := logs.Open(filepath.Join(cfg.StateDir, "logs"), logs.Options{MaxBytes: int64(cfg.LogsMaxSize)})
+	if err != nil {
+		return nil, fmt.Errorf("function logs (FAAS_STATE_DIR): %w", err)
+	}
 	ctrl := controller.New(controller.Options{
 		FunctionsDir: cfg.FunctionsDir, Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
 		Defaults:   defaults,
 		EngineNote: engineNote,
 		QueueSize:  cfg.Queue,
 		Metrics:    mets,
+		Logs:       funcLogs,
+		SecretsDir: cfg.SecretsDir,
 		Logger:     log,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
 
@@ -100,6 +109,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	gw := gateway.New(gateway.Options{
 		BootWait: cfg.BootWait, InvokeTimeout: cfg.InvokeTimeout, MaxBody: int64(cfg.MaxBody),
 		APIToken: cfg.APIToken, ShutdownTimeout: cfg.ShutdownTimeout, Observer: mets, Queue: queue,
+		Logs: funcLogs,
 	}, ctrl, log)
 	// Behind the API token when one is set: it names every function.
 	gw.MountAPI("/metrics", promhttp.HandlerFor(mets.Registry(), promhttp.HandlerOpts{

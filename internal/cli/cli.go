@@ -3,8 +3,9 @@
 //
 // Every subcommand reports failure as one line on stderr ("faasvm: ...")
 // and a non-zero exit status: 2 for a usage mistake, 1 for anything else.
-// Subcommands that talk to a running appliance take its URL and API token
-// from --url/--token or FAAS_URL/FAAS_API_TOKEN.
+// Subcommands that talk to a running appliance (ls, status, invoke, logs)
+// take its URL and API token from --url/--token or FAAS_URL/FAAS_API_TOKEN,
+// and --json prints the appliance's JSON answer.
 package cli
 
 import (
@@ -17,6 +18,8 @@ import (
 
 // Env is what a subcommand may touch of the world.
 type Env struct {
+	// Stdin is what invoke -d @- reads (nil: os.Stdin).
+	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	// Getenv reads the environment (os.Getenv).
 	Getenv func(string) string
@@ -32,7 +35,13 @@ type command struct {
 // commands is the table of subcommands, in the order help lists them.
 func commands() []command {
 	return []command{
+		{name: "new", summary: "scaffold a function folder from a template", run: runNew},
+		{name: "ls", summary: "list the appliance's functions", run: runLs},
+		{name: "status", summary: "show one function's state, version, replicas and reason", run: runStatus},
+		{name: "invoke", summary: "call a function and print its answer", run: runInvoke},
+		{name: "logs", summary: "print (-f: follow) a function's own output", run: runLogs},
 		{name: "export", summary: "turn function folders into OCI images and Knative or Kubernetes manifests", run: runExport},
+		{name: "completion", summary: "print a bash completion script", run: runCompletion},
 	}
 }
 
@@ -82,7 +91,7 @@ func usage() string {
 	var b strings.Builder
 	b.WriteString("Usage: faasvm <command> [flags] [arguments]\n\nCommands:\n")
 	for _, c := range commands() {
-		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(&b, "  %-11s %s\n", c.name, c.summary)
 	}
 	b.WriteString("\nRun 'faasvm <command> --help' for a command's flags.\n")
 	return b.String()

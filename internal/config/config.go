@@ -63,6 +63,11 @@ type Config struct {
 	FunctionsDir string
 	// StateDir holds caches, VM files and logs.
 	StateDir string
+	// SecretsDir holds the operator's secrets, one file per secret; ""
+	// means none are offered.
+	SecretsDir string
+	// LogsMaxSize bounds one function's stored logs on disk.
+	LogsMaxSize Size
 	// KernelDir holds vmlinux, modules/*.ko and VERSION.
 	KernelDir string
 	// AgentBin is the static guest agent binary.
@@ -268,6 +273,15 @@ func settings() []setting {
 			field: func(c *Config) any { return &c.MaxBody }, check: func(c *Config) string {
 				if c.MaxBody <= 0 {
 					return "must be a positive size"
+				}
+				return ""
+			}},
+		{key: "secrets_dir", def: "", typ: "string", help: "operator's secrets, one file per secret, named in function.yaml secrets: (empty: none)",
+			field: func(c *Config) any { return &c.SecretsDir }},
+		{key: "logs_max_size", def: "8MB", typ: "size", help: "bound on one function's stored logs on disk (rotated by size)",
+			field: func(c *Config) any { return &c.LogsMaxSize }, check: func(c *Config) string {
+				if c.LogsMaxSize < 64*KiB {
+					return "must be at least 64KB"
 				}
 				return ""
 			}},

@@ -81,7 +81,13 @@ type Options struct {
 	Prober Prober
 	// Metrics receives boot times, cold starts and gauges (default: none).
 	Metrics Recorder
-	Logger  *slog.Logger
+	// Logs stores each function's own output, followed from every
+	// instance's agent (default: not collected).
+	Logs LogSink
+	// SecretsDir holds the operator's secrets, one file per secret; ""
+	// offers none (a function naming one is invalid).
+	SecretsDir string
+	Logger     *slog.Logger
 }
 
 // Prober checks one instance's health.
@@ -192,6 +198,10 @@ func New(opts Options, engine vm.Engine, images Images) *Controller {
 	}
 	c.wg.Add(1)
 	go c.autoscaleLoop()
+	if opts.SecretsDir != "" {
+		c.wg.Add(1)
+		go c.watchSecrets()
+	}
 	return c
 }
 
@@ -263,6 +273,8 @@ type fn struct {
 	// reconcile serialisation: one worker per function, latest event wins
 	working bool
 	pending bool
+
+	secretNames []string // the secrets the last version read names
 
 	crashes     int       // consecutive crashes, for the backoff
 	lastConsole string    // console tail of the last instance that died

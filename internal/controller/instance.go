@@ -130,6 +130,7 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		Handler:       spec.Handler,
 		Command:       spec.Command,
 		Env:           spec.Env,
+		Secrets:       d.secrets,
 		Timeout:       protocol.Duration(spec.Timeout),
 		Network:       protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway},
 	}
@@ -180,6 +181,10 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 	c.wg.Add(2)
 	go c.watchInstance(f, in, m)
 	go c.watchHealth(f, in, m)
+	if c.opts.Logs != nil {
+		c.wg.Add(1)
+		go c.collectLogs(f, in, m)
+	}
 	c.mu.Unlock()
 	c.log.Info("vm ready", "function", f.name, "vm_id", in.id, "boot_seconds", took.Seconds(), "endpoint", m.Endpoint())
 	return nil

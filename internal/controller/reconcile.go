@@ -96,6 +96,16 @@ func (c *Controller) reconcile(f *fn) {
 		}
 	}()
 	c.mu.Lock()
+	f.secretNames = spec.Secrets
+	c.mu.Unlock()
+	secrets, err := loadSecrets(c.opts.SecretsDir, spec.Secrets)
+	if err != nil {
+		c.fail(f, StateInvalid, fmt.Errorf("invalid function: %w", err))
+		return
+	}
+	// A secret's content is part of the version: changing it redeploys.
+	spec.Digest = withSecrets(spec.Digest, secrets)
+	c.mu.Lock()
 	same := f.spec != nil && f.spec.Digest == spec.Digest && f.state != StateFailed && f.state != StateInvalid
 	// A new version takes over with as many ready replicas as the old one
 	// has (at least minReplicas, and at least one even when minReplicas is
@@ -119,6 +129,7 @@ func (c *Controller) reconcile(f *fn) {
 		c.fail(f, StateFailed, err)
 		return
 	}
+	d.secrets = secrets
 	started, err := c.bootN(f, spec, d, want)
 	if err != nil {
 		c.fail(f, StateFailed, err)
@@ -127,7 +138,12 @@ func (c *Controller) reconcile(f *fn) {
 	c.promote(f, spec, d, started)
 }
 
-type disks struct{ rootfs, code string }
+// disks is what a version's VMs boot from: its disks, and the secrets
+// their config disk carries.
+type disks struct {
+	rootfs, code string
+	secrets      map[string][]byte
+}
 
 // prepare builds (or finds cached) the disks a version boots from. The code
 // disk comes from the version's snapshot, the copy Load read, never from

@@ -255,10 +255,9 @@ func load(ctx context.Context, src, snap, name string, d Defaults, template *api
 	if s.Env, err = resolveEnv(mfile, m.Env); err != nil {
 		return nil, err
 	}
-	if s.Secrets = m.Secrets; len(s.Secrets) > 0 {
-		s.Warnings = append(s.Warnings, fmt.Sprintf("secrets (%s) are not provided inside the appliance's VMs yet; `faasvm export` mounts them from Kubernetes Secrets of the same names",
-			strings.Join(s.Secrets, ", ")))
-	}
+	// The values come from the operator's secrets directory when the
+	// controller deploys the version, never from the folder.
+	s.Secrets = m.Secrets
 	s.Egress = d.Egress
 	if m.Egress != nil {
 		s.Egress = *m.Egress

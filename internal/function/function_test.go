@@ -174,8 +174,8 @@ func TestLoadSecrets(t *testing.T) {
 	if want := []string{"db-password", "api-key"}; !reflect.DeepEqual(s.Secrets, want) {
 		t.Errorf("Secrets: got %v, want %v", s.Secrets, want)
 	}
-	if len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "secrets (db-password, api-key) are not provided inside the appliance's VMs yet") {
-		t.Errorf("Warnings: got %q, want one saying the VMs do not get the secrets yet", s.Warnings)
+	if len(s.Warnings) != 0 {
+		t.Errorf("Warnings: got %q, want none (the VMs get the secrets)", s.Warnings)
 	}
 	if s.Scale.ConcurrencySet {
 		t.Errorf("Scale.ConcurrencySet: got true, want false (function.yaml sets no concurrency)")

@@ -11,7 +11,7 @@ import (
 	"github.com/faasvm/appliance/internal/controller"
 )
 
-// Bounds of GET /api/functions/:name/logs?lines=N.
+// Bounds of ?lines=N on /api/functions/:name/logs and /console.
 const (
 	defaultLogLines = 200
 	maxLogLines     = 5000
@@ -39,7 +39,9 @@ func (g *Gateway) getFunction(c echo.Context) error {
 	return c.JSON(http.StatusOK, st)
 }
 
-func (g *Gateway) functionLogs(c echo.Context) error {
+// functionConsole serves GET /api/functions/:name/console: the tail of the
+// VM console (kernel, agent and handler output), its own view.
+func (g *Gateway) functionConsole(c echo.Context) error {
 	name := functionParam(c)
 	lines := defaultLogLines
 	if q := c.QueryParams(); q.Has("lines") {

@@ -36,6 +36,7 @@ func TestAPIAuth(t *testing.T) {
 		{name: "scheme is case-insensitive", token: "tok", path: "/api/functions", auth: "bearer tok", wantStatus: 200},
 		{name: "one function", token: "tok", path: "/api/functions/hello", auth: "Bearer tok", wantStatus: 200},
 		{name: "logs", token: "tok", path: "/api/functions/hello/logs", wantStatus: 401, wantChall: `Bearer realm="faas"`},
+		{name: "console", token: "tok", path: "/api/functions/hello/console", wantStatus: 401, wantChall: `Bearer realm="faas"`},
 		{name: "unknown api route", token: "tok", path: "/api/nope", wantStatus: 404},
 		{name: "invoke is never behind the token", token: "tok", path: "/invoke/hello", wantStatus: 200},
 		{name: "healthz is never behind the token", token: "tok", path: "/healthz", wantStatus: 200},
@@ -132,7 +133,7 @@ func TestAPIFunctions(t *testing.T) {
 	}
 }
 
-func TestAPILogs(t *testing.T) {
+func TestAPIConsole(t *testing.T) {
 	tests := []struct {
 		name       string
 		query      string
@@ -153,7 +154,7 @@ func TestAPILogs(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			fns := &fakeFunctions{logs: map[string]string{"hello": "<b>boot</b>\nready\n"}}
 			h := newHarness(t, Options{}, nil, fns)
-			status, header, body := h.do(t, h.newRequest(t, "GET", "/api/functions/hello/logs"+tt.query, nil))
+			status, header, body := h.do(t, h.newRequest(t, "GET", "/api/functions/hello/console"+tt.query, nil))
 			if status != tt.wantStatus {
 				t.Fatalf("got %d (%s), want %d", status, body, tt.wantStatus)
 			}
@@ -183,7 +184,7 @@ func TestAPILogs(t *testing.T) {
 	}
 	t.Run("unknown function", func(t *testing.T) {
 		h := newHarness(t, Options{}, nil, &fakeFunctions{})
-		status, _, body := h.do(t, h.newRequest(t, "GET", "/api/functions/nope/logs", nil))
+		status, _, body := h.do(t, h.newRequest(t, "GET", "/api/functions/nope/console", nil))
 		if e := errorJSON(t, body); status != 404 || e.Function != "nope" {
 			t.Errorf("got %d %+v, want 404 for function nope", status, e)
 		}

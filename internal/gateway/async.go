@@ -41,7 +41,11 @@ func (g *Gateway) preferAsync(next echo.HandlerFunc) echo.HandlerFunc {
 		if !prefersAsync(c.Request().Header) {
 			return next(c)
 		}
-		return g.enqueue(c, invokePrefix)
+		prefix := invokePrefix
+		if strings.HasPrefix(c.Request().URL.EscapedPath(), functionPrefix) {
+			prefix = functionPrefix
+		}
+		return g.enqueue(c, prefix)
 	}
 }
 

@@ -65,6 +65,8 @@ func describe(err error) (status int, message, retryAfter string) {
 		return http.StatusBadGateway, errUpstream.Error(), ""
 	case errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, err.Error(), ""
+	case errors.Is(err, errLogsDisabled):
+		return http.StatusNotImplemented, err.Error(), ""
 	case errors.Is(err, errUnauthorized):
 		return http.StatusUnauthorized, err.Error(), ""
 	case errors.Is(err, async.ErrCallNotFound):

@@ -57,6 +57,9 @@ type Options struct {
 	// Queue takes asynchronous calls: /async-function/<name> and /invoke
 	// with "Prefer: respond-async" (nil: they answer 503).
 	Queue Queue
+	// Logs holds the functions' own output for /api/functions/<name>/logs
+	// (nil: that route answers 501).
+	Logs LogSource
 }
 
 // Observer records invocations, e.g. as Prometheus metrics. It gets every
@@ -101,6 +104,7 @@ type Gateway struct {
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy // for upgrades; see forward.go
 	bufs      *bufferPool
+	shutdown  chan struct{} // closed when Serve begins draining: streams end
 }
 
 // New builds the gateway's routes. A nil logger discards logs.
@@ -108,7 +112,7 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{opts: opts.withDefaults(), fns: fns, log: logger, bufs: newBufferPool()}
+	g := &Gateway{opts: opts.withDefaults(), fns: fns, log: logger, bufs: newBufferPool(), shutdown: make(chan struct{})}
 	g.transport = &http.Transport{
 		// Instances are on loopback or in our own network: never a proxy
 		// taken from the environment.
@@ -140,11 +144,14 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	e.Logger.SetOutput(io.Discard)
 	e.HTTPErrorHandler = func(err error, c echo.Context) { _ = g.fail(c, err) }
 	e.Pre(closeChunked)
-	e.Use(g.accessLog, g.recoverPanic)
+	e.Use(g.requestID, g.accessLog, g.recoverPanic)
 
 	e.GET("/healthz", g.healthz)
 	e.Any("/invoke/:name", g.invoke, g.preferAsync)
 	e.Any("/invoke/:name/*", g.invoke, g.preferAsync)
+	// OpenFaaS's path, served exactly as /invoke (see openfaas.go).
+	e.Any("/function/:name", g.invokeOpenFaaS, g.preferAsync)
+	e.Any("/function/:name/*", g.invokeOpenFaaS, g.preferAsync)
 	e.Any("/async-function/:name", g.invokeAsync)
 	e.Any("/async-function/:name/*", g.invokeAsync)
 	// The token guards each route rather than the group: a group middleware
@@ -153,6 +160,7 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	api.GET("/functions", g.listFunctions, g.requireToken)
 	api.GET("/functions/:name", g.getFunction, g.requireToken)
 	api.GET("/functions/:name/logs", g.functionLogs, g.requireToken)
+	api.GET("/functions/:name/console", g.functionConsole, g.requireToken)
 	api.GET("/calls/:id", g.getCall, g.requireToken)
 	api.GET("/queue", g.queueStats, g.requireToken)
 	g.echo = e
@@ -199,6 +207,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	g.log.Info("draining http requests", "step", "shutdown", "timeout", g.opts.ShutdownTimeout)
+	close(g.shutdown) // log streams end; Serve runs once
 	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.opts.ShutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(drain)

@@ -18,6 +18,7 @@ import (
 // reqInfo is what handlers tell the access log about a request.
 type reqInfo struct {
 	function   string
+	requestID  string // the request's X-Request-Id
 	vmID       string // the instance that served the request
 	err        error
 	agentError bool   // the agent, not the handler, wrote the answer
@@ -80,6 +81,9 @@ func (g *Gateway) logRequest(c echo.Context, info *reqInfo, took time.Duration, 
 		slog.Int64("bytes", res.Size),
 		slog.String("remote", req.RemoteAddr),
 	)
+	if info.requestID != "" {
+		attrs = append(attrs, slog.String("request_id", info.requestID))
+	}
 	if info.function != "" {
 		attrs = append(attrs, slog.String("function", info.function))
 	}

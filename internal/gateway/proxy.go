@@ -162,7 +162,10 @@ func isControllerError(err error) bool {
 func splitInvokePath(escaped string) (name, rawPath string, ok bool) {
 	rest, found := strings.CutPrefix(escaped, invokePrefix)
 	if !found {
-		return "", "", false
+		// OpenFaaS's /function/<name>[/<path>] is the same route.
+		if rest, found = strings.CutPrefix(escaped, functionPrefix); !found {
+			return "", "", false
+		}
 	}
 	rawName, tail, _ := strings.Cut(rest, "/")
 	name, err := url.PathUnescape(rawName)
@@ -197,6 +200,9 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 		st.info.agentError = true
 	}
 	res.Header.Del(protocol.AgentErrorHeader)
+	// The gateway's request id (already on the answer) is the only one,
+	// whatever the function said.
+	res.Header.Del(RequestIDHeader)
 	res.Header.Del(protocol.SecretHeader)
 	res.Header.Del(protocol.ControlHeader)
 	// A 503 from the agent ("handler is starting") or the function itself

@@ -81,7 +81,7 @@ func TestPageSkeleton(t *testing.T) {
 			t.Errorf("page has no element with id %q", id)
 		}
 	}
-	for _, want := range []string{"../api/functions", "../api/queue", "/logs?lines=200", "../healthz", "../invoke/", "sessionStorage", "Bearer ", ">async</th>"} {
+	for _, want := range []string{"../api/functions", "../api/queue", "/console?lines=200", "/logs?follow=1&format=json", `id="funclogs"`, "../healthz", "../invoke/", "sessionStorage", "Bearer ", ">async</th>"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page does not mention %q", want)
 		}

@@ -33,6 +33,7 @@ type execHandler struct {
 	opts   Options
 	con    *console
 	log    *slog.Logger
+	flog   *funcLog
 	env    []string // the base environment with Config.Env applied
 	prefix string   // console prefix of handler lines
 
@@ -44,12 +45,13 @@ type execHandler struct {
 
 var _ handler = (*execHandler)(nil)
 
-func newExecHandler(cfg *protocol.Config, opts Options, con *console, log *slog.Logger) *execHandler {
+func newExecHandler(cfg *protocol.Config, opts Options, con *console, log *slog.Logger, flog *funcLog) *execHandler {
 	return &execHandler{
 		cfg:    cfg,
 		opts:   opts,
 		con:    con,
 		log:    log,
+		flog:   flog,
 		env:    mergeEnv(opts.Env, cfg.Env),
 		prefix: consolePrefix(cfg.Name),
 		active: make(map[int]<-chan struct{}),
@@ -137,7 +139,7 @@ func (e *execHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	res := e.run(ctx, cancel, path, requestEnv(e.env, r, len(body)), body)
+	res := e.run(ctx, cancel, path, requestEnv(e.env, r, len(body)), body, r.Header.Get(protocol.RequestIDHeader))
 	switch {
 	case res.startErr != nil:
 		e.log.Error("starting handler", "err", res.startErr)
@@ -212,8 +214,9 @@ type execResult struct {
 
 // run starts one handler process and waits for it. ctx ends it early (the
 // process group is killed); cancel is called with errOutputTooLarge when the
-// handler writes too much.
-func (e *execHandler) run(ctx context.Context, cancel context.CancelCauseFunc, path string, env []string, body []byte) execResult {
+// handler writes too much. Its stderr lines are the function's output,
+// tagged with requestID.
+func (e *execHandler) run(ctx context.Context, cancel context.CancelCauseFunc, path string, env []string, body []byte, requestID string) execResult {
 	var pipes [3][2]*os.File // stdin, stdout, stderr: {read end, write end}
 	defer func() {
 		for _, p := range pipes {
@@ -266,7 +269,7 @@ func (e *execHandler) run(ctx context.Context, cancel context.CancelCauseFunc, p
 	}()
 	stdout := &cappedBuffer{max: e.opts.MaxOutput, overflow: func() { cancel(errOutputTooLarge) }}
 	tail := newTailBuffer(stderrTailSize)
-	lines := &lineWriter{c: e.con, prefix: e.prefix}
+	lines := &lineWriter{c: e.con, prefix: e.prefix, flog: e.flog, stream: protocol.StreamStderr, requestID: func() string { return requestID }}
 	var readers sync.WaitGroup
 	readers.Go(func() {
 		_, _ = io.Copy(stdout, stdoutR) // stops at EOF, at the capture limit or when stdoutR is closed

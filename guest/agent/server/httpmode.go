@@ -48,6 +48,8 @@ type httpHandler struct {
 	opts   Options
 	con    *console
 	log    *slog.Logger
+	flog   *funcLog
+	reqs   *requestTracker
 	env    []string
 	prefix string
 	boot   bootstrap.Bootstrap
@@ -66,12 +68,14 @@ type httpHandler struct {
 
 var _ handler = (*httpHandler)(nil)
 
-func newHTTPHandler(cfg *protocol.Config, opts Options, con *console, log *slog.Logger) *httpHandler {
+func newHTTPHandler(cfg *protocol.Config, opts Options, con *console, log *slog.Logger, flog *funcLog) *httpHandler {
 	h := &httpHandler{
 		cfg:    cfg,
 		opts:   opts,
 		con:    con,
 		log:    log,
+		flog:   flog,
+		reqs:   newRequestTracker(),
 		env:    mergeEnv(opts.Env, cfg.Env),
 		prefix: consolePrefix(cfg.Name),
 		st:     Status{State: StateStarting},
@@ -234,8 +238,8 @@ func (h *httpHandler) runOnce(ctx context.Context, script string) error {
 		"FAAS_CODE_DIR="+h.opts.CodeDir,
 	)
 	tail := newTailBuffer(failureTail)
-	stdout := &lineWriter{c: h.con, prefix: h.prefix}
-	stderr := &lineWriter{c: h.con, prefix: h.prefix}
+	stdout := &lineWriter{c: h.con, prefix: h.prefix, flog: h.flog, stream: protocol.StreamStdout, requestID: h.reqs.current}
+	stderr := &lineWriter{c: h.con, prefix: h.prefix, flog: h.flog, stream: protocol.StreamStderr, requestID: h.reqs.current}
 	cmd.Stdout = stdout
 	cmd.Stderr = io.MultiWriter(tail, stderr)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -396,6 +400,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadGateway, "handler is not running: "+st.Error)
 		return
 	}
+	defer h.reqs.begin(r.Header.Get(protocol.RequestIDHeader))()
 	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.cfg.Timeout))
 	defer cancel()
 	ctx = context.WithValue(ctx, upstreamKey{}, addr)

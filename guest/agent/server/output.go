@@ -93,6 +93,23 @@ type lineWriter struct {
 	c      *console
 	prefix string
 	part   []byte
+	// flog, when set, also keeps every line as the function's output on
+	// stream, tagged with requestID's answer (nil: none).
+	flog      *funcLog
+	stream    string
+	requestID func() string
+}
+
+// emit writes one line to the console and the function log.
+func (l *lineWriter) emit(line []byte) {
+	l.c.writeLine(l.prefix, line)
+	if l.flog != nil {
+		id := ""
+		if l.requestID != nil {
+			id = l.requestID()
+		}
+		l.flog.add(l.stream, id, line)
+	}
 }
 
 func (l *lineWriter) Write(p []byte) (int, error) {
@@ -105,13 +122,13 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 		}
 		l.part = append(l.part, chunk...)
 		for len(l.part) > maxConsoleLine {
-			l.c.writeLine(l.prefix, l.part[:maxConsoleLine])
+			l.emit(l.part[:maxConsoleLine])
 			l.part = append(l.part[:0], l.part[maxConsoleLine:]...)
 		}
 		if i < 0 {
 			break
 		}
-		l.c.writeLine(l.prefix, bytes.TrimSuffix(l.part, []byte("\r")))
+		l.emit(bytes.TrimSuffix(l.part, []byte("\r")))
 		l.part = l.part[:0]
 		p = p[i+1:]
 	}
@@ -121,7 +138,7 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 // Close writes a pending partial line.
 func (l *lineWriter) Close() error {
 	if len(l.part) > 0 {
-		l.c.writeLine(l.prefix, l.part)
+		l.emit(l.part)
 		l.part = nil
 	}
 	return nil

@@ -168,6 +168,8 @@ type Server struct {
 	grace      time.Duration
 	powerOnce  sync.Once
 	poweredOff chan struct{} // closed once the poweroff sequence has run
+	flog       *funcLog      // the function's output, for LogsPath
+	endLogs    chan struct{} // closed when poweroff begins: log streams end
 }
 
 // New validates cfg and prepares the handler; nothing runs before Start.
@@ -196,14 +198,16 @@ func New(cfg *protocol.Config, opts Options) (*Server, error) {
 		reseed:     opts.Reseed,
 		grace:      opts.StopGrace,
 		poweredOff: make(chan struct{}),
+		flog:       newFuncLog(),
+		endLogs:    make(chan struct{}),
 	}
 	s.secrets.Store(&secretPair{data: cfg.Secret, control: cfg.ControlSecret})
 	con := &console{w: opts.Console}
 	switch cfg.Mode {
 	case protocol.ModeExec:
-		s.handler = newExecHandler(&s.cfg, opts, con, s.log)
+		s.handler = newExecHandler(&s.cfg, opts, con, s.log, s.flog)
 	case protocol.ModeHTTP:
-		s.handler = newHTTPHandler(&s.cfg, opts, con, s.log)
+		s.handler = newHTTPHandler(&s.cfg, opts, con, s.log, s.flog)
 	}
 	return s, nil
 }
@@ -234,8 +238,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Control returns the control handler, for the control listener: with the
-// control secret, GET protocol.HealthPath and POST protocol.PoweroffPath;
-// 404 for any other path.
+// control secret, GET protocol.HealthPath, POST protocol.PoweroffPath and
+// GET protocol.LogsPath; 404 for any other path.
 func (s *Server) Control() http.Handler {
 	return http.HandlerFunc(s.serveControl)
 }
@@ -265,6 +269,12 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.serveRestore(w, r)
+	case protocol.LogsPath:
+		if r.Method != http.MethodGet {
+			writeError(w, http.StatusMethodNotAllowed, "logs wants GET")
+			return
+		}
+		s.flog.serve(w, r, s.endLogs)
 	default:
 		writeError(w, http.StatusNotFound, "no control operation at "+r.URL.EscapedPath())
 	}
@@ -344,6 +354,9 @@ func (s *Server) servePoweroff(w http.ResponseWriter) {
 func (s *Server) powerOff() {
 	s.powerOnce.Do(func() {
 		defer close(s.poweredOff)
+		// Streams would hold the control server's shutdown for its whole
+		// grace: end them first.
+		close(s.endLogs)
 		// Not the request's context: the request is answered before this runs.
 		ctx, cancel := context.WithTimeout(context.Background(), s.grace+5*time.Second)
 		defer cancel()
