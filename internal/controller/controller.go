@@ -44,6 +44,9 @@ type Images interface {
 // Options configure a Controller. Zero durations take the defaults below.
 type Options struct {
 	FunctionsDir string
+	// UploadsDir holds uploaded functions ("": none); a name in
+	// FunctionsDir wins over one here.
+	UploadsDir string
 	Kernel       string // vmlinux path
 	Initrd       string // initramfs path
 	Template     *api.VM

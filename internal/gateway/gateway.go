@@ -57,6 +57,11 @@ type Options struct {
 	// Queue takes asynchronous calls: /async-function/<name> and /invoke
 	// with "Prefer: respond-async" (nil: they answer 503).
 	Queue Queue
+	// Uploads serves PUT/POST/DELETE /api/functions (nil: uploads are off,
+	// 403). MaxUpload bounds POST's code (default 256 MiB; the store
+	// bounds archives itself).
+	Uploads   Uploads
+	MaxUpload int64
 }
 
 // Observer records invocations, e.g. as Prometheus metrics. It gets every
@@ -81,6 +86,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 20 * time.Second
+	}
+	if o.MaxUpload <= 0 {
+		o.MaxUpload = 256 << 20
 	}
 	return o
 }
@@ -141,6 +149,10 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	api.GET("/functions", g.listFunctions, g.requireToken)
 	api.GET("/functions/:name", g.getFunction, g.requireToken)
 	api.GET("/functions/:name/logs", g.functionLogs, g.requireToken)
+	// The upload API (upload.go).
+	api.PUT("/functions/:name", g.putFunction, g.requireToken)
+	api.POST("/functions", g.createFunction, g.requireToken)
+	api.DELETE("/functions/:name", g.deleteFunction, g.requireToken)
 	api.GET("/calls/:id", g.getCall, g.requireToken)
 	api.GET("/queue", g.queueStats, g.requireToken)
 	g.echo = e
