@@ -47,10 +47,10 @@ type Options struct {
 	// UploadsDir holds uploaded functions ("": none); a name in
 	// FunctionsDir wins over one here.
 	UploadsDir string
-	Kernel       string // vmlinux path
-	Initrd       string // initramfs path
-	Template     *api.VM
-	Defaults     function.Defaults
+	Kernel     string // vmlinux path
+	Initrd     string // initramfs path
+	Template   *api.VM
+	Defaults   function.Defaults
 	// EngineNote says why the engine (and accelerator) was chosen.
 	EngineNote string
 	// BootTimeout bounds one VM boot (default 2m).
