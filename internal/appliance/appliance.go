@@ -184,12 +184,12 @@ func uploadStore(cfg *config.Config, ctrl *controller.Controller, defaults funct
 		Limits: upload.Limits{MaxSize: defaults.MaxSize},
 		// The same rules as a mounted folder's, so a refused upload never
 		// replaces a working one.
-		Validate: func(dir string) error {
+		Validate: func(dir string) (string, error) {
 			spec, err := function.Load(dir, defaults, template, engine)
 			if err != nil {
-				return err
+				return "", err
 			}
-			return spec.RemoveSnapshot()
+			return spec.Version(), spec.RemoveSnapshot()
 		},
 		Changed: ctrl.Sync,
 		Logger:  log.With("component", "upload"),

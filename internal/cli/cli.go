@@ -33,6 +33,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{name: "export", summary: "turn function folders into OCI images and Knative or Kubernetes manifests", run: runExport},
+		{name: "deploy", summary: "upload a function folder to a running appliance and wait until it serves", run: runDeploy},
 	}
 }
 

@@ -45,11 +45,11 @@ func uploadGateway(t *testing.T, token string, uploadsOn bool) (*httptest.Server
 	store := &upload.Store{
 		Dir: filepath.Join(t.TempDir(), "uploads"), FunctionsDir: t.TempDir(),
 		Limits: upload.Limits{MaxSize: 1 << 20, MaxFiles: 10},
-		Validate: func(dir string) error {
+		Validate: func(dir string) (string, error) {
 			if _, err := os.Stat(filepath.Join(dir, "handler.py")); err != nil {
-				return errors.New("no handler.py")
+				return "", errors.New("no handler.py")
 			}
-			return nil
+			return "v1", nil
 		},
 		Changed: func(name string) { changed = append(changed, name) },
 	}

@@ -48,8 +48,9 @@ type Store struct {
 	// own size.
 	Limits Limits
 	// Validate checks a folder by the same rules as a mounted one
-	// (function.Load); nil accepts every folder.
-	Validate func(dir string) error
+	// (function.Load) and returns the version it will deploy as; nil
+	// accepts every folder.
+	Validate func(dir string) (version string, err error)
 	// Changed is told the name of every function put or deleted (the
 	// controller's Sync), so the deploy starts without waiting for the
 	// watcher; nil: only the watcher notices.
@@ -92,6 +93,9 @@ type Result struct {
 	Created bool   `json:"created"` // false: an earlier upload was replaced
 	Files   int    `json:"files"`
 	Bytes   int64  `json:"bytes"`
+	// Version is the version the controller will deploy (the folder's
+	// digest, as GET /api/functions/<name> shows it once it serves).
+	Version string `json:"version,omitempty"`
 }
 
 // checkName refuses invalid names and names of mounted folders.
@@ -268,9 +272,11 @@ func (s *Store) install(ctx context.Context, name, work, root string) (Result, e
 		return Result{}, fmt.Errorf("reading the staged folder: %w", err)
 	}
 	if s.Validate != nil {
-		if err := s.Validate(staged); err != nil {
+		v, err := s.Validate(staged)
+		if err != nil {
 			return Result{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
+		res.Version = v
 	}
 
 	s.mu.Lock()
