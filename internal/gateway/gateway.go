@@ -101,6 +101,7 @@ type Gateway struct {
 	echo      *echo.Echo
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
+	series    seriesStore // the dashboard's charts (series.go)
 }
 
 // New builds the gateway's routes. A nil logger discards logs.
@@ -153,6 +154,7 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	api.PUT("/functions/:name", g.putFunction, g.requireToken)
 	api.POST("/functions", g.createFunction, g.requireToken)
 	api.DELETE("/functions/:name", g.deleteFunction, g.requireToken)
+	api.GET("/functions/:name/series", g.functionSeries, g.requireToken)
 	api.GET("/calls/:id", g.getCall, g.requireToken)
 	api.GET("/queue", g.queueStats, g.requireToken)
 	g.echo = e

@@ -80,6 +80,7 @@ func (g *Gateway) invoke(c echo.Context) error {
 	}
 	info.vmID = inst.VMID
 	defer func() { inst.Release(responseStatus(c)) }()
+	defer g.recordSeries(name, time.Now(), c)
 
 	path, err := url.PathUnescape(rawPath)
 	if err != nil {
