@@ -24,7 +24,9 @@ type seriesBucketData struct {
 	lat    []float64 // ms, the first seriesMaxSample of the bucket
 }
 
-type fnSeries struct{ b [seriesBuckets]seriesBucketData }
+type fnSeries struct {
+	b [seriesBuckets]seriesBucketData
+}
 
 // seriesStore records invocations that reached an instance, so only
 // functions that exist take memory.
