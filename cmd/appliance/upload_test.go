@@ -148,6 +148,19 @@ func TestUpload(t *testing.T) {
 		if !strings.Contains(out, "upload says v1") {
 			t.Errorf("got %q, want v1's answer", out)
 		}
+		// The dashboard's chart data counts the requests that reached it.
+		code, series := a.api(t, http.MethodGet, "/api/functions/up/series", nil)
+		points, _ := series["points"].([]any)
+		requests := 0.0
+		for _, p := range points {
+			if m, ok := p.(map[string]any); ok {
+				r, _ := m["requests"].(float64)
+				requests += r
+			}
+		}
+		if code != http.StatusOK || len(points) != 90 || requests < 1 {
+			t.Errorf("series: got %d, %d points, %v requests; want 200, 90 points, at least 1 request", code, len(points), requests)
+		}
 
 		code, body = a.api(t, http.MethodPut, "/api/functions/up", zipped(t, map[string]string{"handler.py": pyHandler("v2")}))
 		if code != http.StatusOK {
