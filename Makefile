@@ -1,6 +1,6 @@
 # `make test` installs what the suite needs (apt packages, kernel assets,
 # Docker engine, base images) and runs every test, real-VM tests included.
-.PHONY: test unit agent bench lint kube-tools
+.PHONY: test unit agent bench lint kube-tools up
 
 test:
 	bash scripts/test.sh
@@ -25,3 +25,9 @@ lint:
 # The Kubernetes tools the export tests use (kubecheck, registry, kubeapi).
 kube-tools:
 	bash scripts/kube-tools.sh .cache/bin
+
+# The appliance in Docker on any machine: engine, Compose plugin, local base
+# images when no registry answers, the CA step, then docker compose up --build;
+# ends when the shipped examples answer (scripts/up.sh).
+up:
+	bash scripts/up.sh
