@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -109,6 +110,11 @@ func Extract(ctx context.Context, src, dst string, lim Limits) error {
 		}
 		err = x.tarGz(bufio.NewReader(f))
 	case bytes.Equal(magic, []byte("PK\x03\x04")), bytes.Equal(magic, []byte("PK\x05\x06")):
+		// Count the entries before zip.NewReader reads the whole central
+		// directory into memory.
+		if n, ok := zipEntryCount(f, fi.Size()); ok && n > lim.MaxFiles {
+			return tooLarge("(central directory)", fmt.Sprintf("the archive has more than %d entries", lim.MaxFiles))
+		}
 		zr, zerr := zip.NewReader(f, fi.Size())
 		if zerr != nil {
 			return fmt.Errorf("%w: reading the zip: %v", ErrFormat, zerr)
@@ -418,4 +424,23 @@ func (x *extractor) symlink(name, target string) error {
 	}
 	x.links = append(x.links, name)
 	return nil
+}
+
+// zipEntryCount reads the entry count of the zip's end-of-central-directory
+// record (0xFFFF, a zip64 archive's marker, counts as that many).
+func zipEntryCount(f io.ReaderAt, size int64) (int, bool) {
+	const eocd = 22
+	tail := int64(eocd + 65535) // the record plus the longest comment
+	if tail > size {
+		tail = size
+	}
+	buf := make([]byte, tail)
+	if _, err := f.ReadAt(buf, size-tail); err != nil && !errors.Is(err, io.EOF) {
+		return 0, false
+	}
+	i := bytes.LastIndex(buf, []byte("PK\x05\x06"))
+	if i < 0 || len(buf)-i < eocd {
+		return 0, false
+	}
+	return int(binary.LittleEndian.Uint16(buf[i+10:])), true
 }

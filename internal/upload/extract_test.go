@@ -118,6 +118,10 @@ func TestExtractRefusesHostileArchives(t *testing.T) {
 	for i := range 21 {
 		many = append(many, ent{name: "f" + strings.Repeat("x", i), typ: tar.TypeReg, body: "x"})
 	}
+	var manyZip []ent
+	for _, e := range many {
+		manyZip = append(manyZip, ent{name: e.name, body: e.body})
+	}
 	tests := []struct {
 		name     string
 		tar      []ent
@@ -157,12 +161,16 @@ func TestExtractRefusesHostileArchives(t *testing.T) {
 		{name: "too large", tar: []ent{{name: "big", typ: tar.TypeReg, size: 5 << 20}},
 			zip: []ent{{name: "big", size: 5 << 20}}, entry: "big", reason: "function size limit", tooLarge: true},
 		{name: "too many files", tar: many, entry: "f" + strings.Repeat("x", 20), reason: "more than 20 entries", tooLarge: true},
+		{name: "too many zip entries", zip: manyZip, entry: "(central directory)", reason: "more than 20 entries", tooLarge: true},
 		{name: "bomb", tar: []ent{{name: "zeros", typ: tar.TypeReg, size: 3 << 20}},
 			zip: []ent{{name: "zeros", size: 3 << 20}}, entry: "zeros", reason: "compression bomb", tooLarge: true},
 	}
 	for _, tt := range tests {
 		for _, format := range []string{"tar.gz", "zip"} {
 			ents := tt.tar
+			if format == "tar.gz" && ents == nil {
+				continue
+			}
 			if format == "zip" {
 				if tt.zip == nil {
 					continue
