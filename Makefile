@@ -1,6 +1,6 @@
 # `make test` installs what the suite needs (apt packages, kernel assets,
 # Docker engine, base images) and runs every test, real-VM tests included.
-.PHONY: test unit agent bench lint kube-tools fuzz
+.PHONY: test unit agent bench lint kube-tools fuzz up
 
 test:
 	bash scripts/test.sh
@@ -29,3 +29,9 @@ kube-tools:
 # Long fuzz runs of the user-input parsers (make test runs each for 3s).
 fuzz:
 	bash scripts/fuzz.sh -time $${FUZZTIME:-5m}
+
+# The appliance in Docker on any machine: engine, Compose plugin, local base
+# images when no registry answers, the CA step, then docker compose up --build;
+# ends when the shipped examples answer (scripts/up.sh).
+up:
+	bash scripts/up.sh

@@ -8,6 +8,8 @@
 #     Kubernetes tools the export tests check manifests with (kubecheck, an
 #     in-memory registry, kube-apiserver on etcd; scripts/kube-tools.sh);
 #   - runs gofmt and go vet, then every Go test, real microVMs (TCG) included;
+#   - runs the dashboard in headless chromium against a live appliance
+#     (scripts/browser-test.sh);
 #   - runs the docker compose end-to-end test (scripts/e2e-compose.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,9 @@ go test -count=1 -p 1 -timeout 30m ./...
 
 log "fuzz (short bounded runs; make fuzz for long ones)"
 bash scripts/fuzz.sh -time 3s
+
+log "dashboard in a real browser (chromium + playwright-core, live appliance)"
+bash scripts/browser-test.sh
 
 log "docker compose end to end"
 bash scripts/e2e-compose.sh

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	api "github.com/weaveworks/ignite/pkg/apis/ignite"
 
 	"github.com/faasvm/appliance/internal/async"
 	"github.com/faasvm/appliance/internal/config"
@@ -22,6 +23,7 @@ import (
 	"github.com/faasvm/appliance/internal/logs"
 	"github.com/faasvm/appliance/internal/metrics"
 	"github.com/faasvm/appliance/internal/ui"
+	"github.com/faasvm/appliance/internal/upload"
 	"github.com/faasvm/appliance/internal/watch"
 )
 
@@ -90,7 +92,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 		return nil, fmt.Errorf("function logs (FAAS_STATE_DIR): %w", err)
 	}
 	ctrl := controller.New(controller.Options{
-		FunctionsDir: cfg.FunctionsDir, Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
+		FunctionsDir: cfg.FunctionsDir, UploadsDir: cfg.UploadsDirOrDefault(), Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
 		Defaults:   defaults,
 		EngineNote: engineNote,
 		QueueSize:  cfg.Queue,
@@ -106,11 +108,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 		return nil, err
 	}
 
-	gw := gateway.New(gateway.Options{
+	uploads, err := uploadStore(cfg, ctrl, defaults, template, engine.Name(), log)
+	if err != nil {
+		_ = ctrl.Close(ctx)
+		return nil, err
+	}
+	gwOpts := gateway.Options{
 		BootWait: cfg.BootWait, InvokeTimeout: cfg.InvokeTimeout, MaxBody: int64(cfg.MaxBody),
 		APIToken: cfg.APIToken, ShutdownTimeout: cfg.ShutdownTimeout, Observer: mets, Queue: queue,
-		Logs: funcLogs,
-	}, ctrl, log)
+		Logs:      funcLogs,
+		MaxUpload: defaults.MaxSize,
+	}
+	if uploads != nil {
+		gwOpts.Uploads = uploads
+	}
+	gw := gateway.New(gwOpts, ctrl, log)
 	// Behind the API token when one is set: it names every function.
 	gw.MountAPI("/metrics", promhttp.HandlerFor(mets.Registry(), promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -123,35 +135,86 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 // Watch deploys every function folder now and every change from then on,
 // until ctx ends, and starts delivering queued asynchronous calls.
 func (a *Appliance) Watch(ctx context.Context) error {
-	w, err := watch.New(a.cfg.FunctionsDir, a.cfg.Debounce, a.log)
-	if err != nil {
-		return fmt.Errorf("watching FAAS_FUNCTIONS_DIR: %w", err)
+	// The mounted folder and the uploads folder, watched alike (the
+	// controller finds which one a name lives in; the mounted one wins).
+	dirs := []struct{ dir, setting string }{
+		{a.cfg.FunctionsDir, "FAAS_FUNCTIONS_DIR"},
+		{a.cfg.UploadsDirOrDefault(), "FAAS_UPLOADS_DIR"},
 	}
-	names, err := watch.Scan(a.cfg.FunctionsDir)
-	if err != nil {
-		w.Close()
-		return fmt.Errorf("scanning FAAS_FUNCTIONS_DIR: %w", err)
+	var watchers []*watch.Watcher
+	closeAll := func() {
+		for _, w := range watchers {
+			w.Close()
+		}
 	}
-	for _, n := range names {
-		a.Controller.Sync(n)
+	for _, d := range dirs {
+		w, err := watch.New(d.dir, a.cfg.Debounce, a.log)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("watching %s: %w", d.setting, err)
+		}
+		watchers = append(watchers, w)
+		names, err := watch.Scan(d.dir)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("scanning %s: %w", d.setting, err)
+		}
+		for _, n := range names {
+			a.Controller.Sync(n)
+		}
 	}
 	// Every function is known to the controller now: queued calls
 	// (from before a restart too) may be delivered.
 	if err := a.StartQueue(ctx); err != nil {
-		w.Close()
+		closeAll()
 		return err
 	}
-	go func() {
-		for n := range w.Events() {
-			a.Controller.Sync(n)
-		}
-	}()
-	go func() {
-		if err := w.Run(ctx); err != nil {
-			a.log.Error("watcher stopped; restart the appliance to pick up changes", "err", err)
-		}
-	}()
+	for _, w := range watchers {
+		go func() {
+			for n := range w.Events() {
+				a.Controller.Sync(n)
+			}
+		}()
+		go func() {
+			if err := w.Run(ctx); err != nil {
+				a.log.Error("watcher stopped; restart the appliance to pick up changes", "err", err)
+			}
+		}()
+	}
 	return nil
+}
+
+// uploadStore prepares the uploads folder (always: uploads made earlier
+// deploy even with the API off) and returns the store behind the upload
+// API, or nil when uploads are off.
+func uploadStore(cfg *config.Config, ctrl *controller.Controller, defaults function.Defaults,
+	template *api.VM, engine string, log *slog.Logger) (*upload.Store, error) {
+	store := &upload.Store{
+		Dir: cfg.UploadsDirOrDefault(), FunctionsDir: cfg.FunctionsDir,
+		Limits: upload.Limits{MaxSize: defaults.MaxSize},
+		// The same rules as a mounted folder's, so a refused upload never
+		// replaces a working one.
+		Validate: func(dir string) (string, error) {
+			spec, err := function.Load(dir, defaults, template, engine)
+			if err != nil {
+				return "", err
+			}
+			return spec.Version(), spec.RemoveSnapshot()
+		},
+		Changed: ctrl.Sync,
+		Logger:  log.With("component", "upload"),
+	}
+	if err := store.Prepare(); err != nil {
+		return nil, err
+	}
+	if !cfg.UploadsEnabled() {
+		log.Info("upload API off (FAAS_UPLOADS=auto and no FAAS_API_TOKEN): PUT/POST/DELETE /api/functions answer 403")
+		return nil, nil
+	}
+	if cfg.APIToken == "" {
+		log.Warn("upload API on without an API token (FAAS_UPLOADS=on): anyone who reaches the port can run code")
+	}
+	return store, nil
 }
 
 // StartQueue delivers asynchronous calls through the gateway's own

@@ -42,6 +42,7 @@ func commands() []command {
 		{name: "logs", summary: "print (-f: follow) a function's own output", run: runLogs},
 		{name: "export", summary: "turn function folders into OCI images and Knative or Kubernetes manifests", run: runExport},
 		{name: "completion", summary: "print a bash completion script", run: runCompletion},
+		{name: "deploy", summary: "upload a function folder to a running appliance and wait until it serves", run: runDeploy},
 	}
 }
 

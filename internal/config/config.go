@@ -154,6 +154,8 @@ type Config struct {
 
 	// Asynchronous calls (async.go).
 	AsyncConfig
+	// The upload API (upload.go).
+	UploadConfig
 }
 
 // AllowEgress resolves PolicyAllowEgress: whether functions may have
@@ -229,7 +231,7 @@ func settings() []setting {
 			return ""
 		}
 	}
-	return append(append([]setting{
+	return append(append(append([]setting{
 		{key: "listen", def: ":8080", typ: "string", help: "host:port the gateway listens on",
 			field: func(c *Config) any { return &c.Listen }, check: checkListen},
 		{key: "functions_dir", def: "./functions", typ: "string", help: "folder with one sub-folder per function",
@@ -313,7 +315,7 @@ func settings() []setting {
 				}
 				return ""
 			}},
-	}, isolationSettings()...), asyncSettings()...)
+	}, isolationSettings()...), asyncSettings()...), uploadSettings()...)
 }
 
 // isolationSettings are who QEMU runs as, where egress guests may not go,

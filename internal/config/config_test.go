@@ -51,6 +51,7 @@ func defaults() Config {
 			AsyncResultBytes:  4 << 10,
 			AsyncMaxBytes:     1 << 30,
 		},
+		UploadConfig: UploadConfig{Uploads: "auto"},
 	}.withIsolationDefaults()
 }
 
@@ -153,7 +154,7 @@ api_token: from-file
 			"FAAS_QUEUE": "0", "FAAS_TARGET_UTILIZATION": "1",
 			"FAAS_NATS_URL": "nats://n:4222", "FAAS_ASYNC_MAX_RETRIES": "1", "FAAS_ASYNC_RETRY_BACKOFF": "6s",
 			"FAAS_ASYNC_RESULT_TTL": "7s", "FAAS_ASYNC_RESULT_BYTES": "8KB", "FAAS_ASYNC_MAX_BYTES": "9MB",
-			"FAAS_CALLBACK_HOSTS": "h.example",
+			"FAAS_CALLBACK_HOSTS": "h.example", "FAAS_UPLOADS_DIR": "/u", "FAAS_UPLOADS": "on",
 		}, want: func(c *Config) {
 			*c = Config{Listen: "127.0.0.1:1", FunctionsDir: "/f", StateDir: "/s", KernelDir: "/k", AgentBin: "/a",
 				RuntimesDir: "/r", VMTemplate: "/t.yml", QEMUBin: "/q", Engine: "ignite", Accel: "kvm",
@@ -163,7 +164,8 @@ api_token: from-file
 				SecretsDir: "/sec", LogsMaxSize: 2 * MiB,
 				MaxReplicas: 5, Concurrency: 6, Queue: 0, TargetUtilization: 1,
 				AsyncConfig: AsyncConfig{NATSURL: "nats://n:4222", AsyncMaxRetries: 1, AsyncRetryBackoff: 6 * time.Second,
-					AsyncResultTTL: 7 * time.Second, AsyncResultBytes: 8 * KiB, AsyncMaxBytes: 9 * MiB, CallbackHosts: "h.example"}}.withIsolationDefaults()
+					AsyncResultTTL: 7 * time.Second, AsyncResultBytes: 8 * KiB, AsyncMaxBytes: 9 * MiB, CallbackHosts: "h.example"},
+				UploadConfig: UploadConfig{UploadsDir: "/u", Uploads: "on"}}.withIsolationDefaults()
 		}},
 		{name: "every flag name", args: []string{
 			"--listen=[::1]:2", "--functions-dir=/f", "--state-dir=/s", "--kernel-dir=/k", "--agent-bin=/a",
@@ -173,7 +175,7 @@ api_token: from-file
 			"--default-cpus=2", "--min-replicas=2", "--max-replicas=3", "--concurrency=1", "--queue=7",
 			"--target-utilization=0.25", "--nats-listen=127.0.0.1:0", "--async-max-retries=2",
 			"--async-retry-backoff=3s", "--async-result-ttl=4s", "--async-result-bytes=5KB", "--async-max-bytes=6MB",
-			"--callback-hosts=127.0.0.1", "--secrets-dir=/sec", "--logs-max-size=1MB",
+			"--callback-hosts=127.0.0.1", "--secrets-dir=/sec", "--logs-max-size=1MB", "--uploads-dir=/u", "--uploads=off",
 		}, want: func(c *Config) {
 			*c = Config{Listen: "[::1]:2", FunctionsDir: "/f", StateDir: "/s", KernelDir: "/k", AgentBin: "/a",
 				RuntimesDir: "/r", VMTemplate: "/t.yml", QEMUBin: "/q", Engine: "qemu", Accel: "tcg",
@@ -183,7 +185,8 @@ api_token: from-file
 				SecretsDir: "/sec", LogsMaxSize: MiB,
 				MaxReplicas: 3, Concurrency: 1, Queue: 7, TargetUtilization: 0.25,
 				AsyncConfig: AsyncConfig{NATSListen: "127.0.0.1:0", AsyncMaxRetries: 2, AsyncRetryBackoff: 3 * time.Second,
-					AsyncResultTTL: 4 * time.Second, AsyncResultBytes: 5 * KiB, AsyncMaxBytes: 6 * MiB, CallbackHosts: "127.0.0.1"}}.withIsolationDefaults()
+					AsyncResultTTL: 4 * time.Second, AsyncResultBytes: 5 * KiB, AsyncMaxBytes: 6 * MiB, CallbackHosts: "127.0.0.1"},
+				UploadConfig: UploadConfig{UploadsDir: "/u", Uploads: "off"}}.withIsolationDefaults()
 		}},
 		{name: "isolation and policy from the file", file: `
 vm_uid_base: 60000
@@ -492,6 +495,7 @@ func TestSettingsNames(t *testing.T) {
 		"FAAS_POLICY_MAX_TIMEOUT", "FAAS_POLICY_ALLOW_EGRESS",
 		"FAAS_NATS_URL", "FAAS_NATS_LISTEN", "FAAS_ASYNC_MAX_RETRIES", "FAAS_ASYNC_RETRY_BACKOFF", "FAAS_ASYNC_RESULT_TTL",
 		"FAAS_ASYNC_RESULT_BYTES", "FAAS_ASYNC_MAX_BYTES", "FAAS_CALLBACK_HOSTS",
+		"FAAS_UPLOADS_DIR", "FAAS_UPLOADS",
 	}
 	var got []string
 	usage := Usage()

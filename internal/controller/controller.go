@@ -47,10 +47,13 @@ type Images interface {
 // Options configure a Controller. Zero durations take the defaults below.
 type Options struct {
 	FunctionsDir string
-	Kernel       string // vmlinux path
-	Initrd       string // initramfs path
-	Template     *api.VM
-	Defaults     function.Defaults
+	// UploadsDir holds uploaded functions ("": none); a name in
+	// FunctionsDir wins over one here.
+	UploadsDir string
+	Kernel     string // vmlinux path
+	Initrd     string // initramfs path
+	Template   *api.VM
+	Defaults   function.Defaults
 	// EngineNote says why the engine (and accelerator) was chosen.
 	EngineNote string
 	// BootTimeout bounds one VM boot (default 2m).

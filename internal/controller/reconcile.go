@@ -27,7 +27,7 @@ func (c *Controller) Sync(name string) {
 	}
 	f := c.fns[name]
 	if f == nil {
-		if _, err := os.Stat(filepath.Join(c.opts.FunctionsDir, name)); err != nil {
+		if _, err := os.Stat(c.folder(name)); err != nil {
 			return // never seen, already gone
 		}
 		f = &fn{name: name, state: StateDeploying}
@@ -48,6 +48,19 @@ func (c *Controller) Sync(name string) {
 	f.working = true
 	c.wg.Add(1)
 	go c.reconcileLoop(f)
+}
+
+// folder is where function name's folder is: the functions folder's when
+// it has one (mounted folders win), else the uploads folder's.
+func (c *Controller) folder(name string) string {
+	dir := filepath.Join(c.opts.FunctionsDir, name)
+	if c.opts.UploadsDir == "" {
+		return dir
+	}
+	if _, err := os.Lstat(dir); err == nil {
+		return dir
+	}
+	return filepath.Join(c.opts.UploadsDir, name)
 }
 
 func (c *Controller) reconcileLoop(f *fn) {
@@ -77,7 +90,7 @@ func (c *Controller) reconcileLoop(f *fn) {
 
 func (c *Controller) reconcile(f *fn) {
 	log := c.log.With("function", f.name)
-	dir := filepath.Join(c.opts.FunctionsDir, f.name)
+	dir := c.folder(f.name)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		log.Info("function folder removed: stopping it")
 		c.remove(f)

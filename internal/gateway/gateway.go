@@ -60,6 +60,11 @@ type Options struct {
 	// Logs holds the functions' own output for /api/functions/<name>/logs
 	// (nil: that route answers 501).
 	Logs LogSource
+	// Uploads serves PUT/POST/DELETE /api/functions (nil: uploads are off,
+	// 403). MaxUpload bounds POST's code (default 256 MiB; the store
+	// bounds archives itself).
+	Uploads   Uploads
+	MaxUpload int64
 }
 
 // Observer records invocations, e.g. as Prometheus metrics. It gets every
@@ -92,6 +97,9 @@ func (o Options) withDefaults() Options {
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 20 * time.Second
 	}
+	if o.MaxUpload <= 0 {
+		o.MaxUpload = 256 << 20
+	}
 	return o
 }
 
@@ -105,6 +113,7 @@ type Gateway struct {
 	proxy     *httputil.ReverseProxy // for upgrades; see forward.go
 	bufs      *bufferPool
 	shutdown  chan struct{} // closed when Serve begins draining: streams end
+	series    seriesStore // the dashboard's charts (series.go)
 }
 
 // New builds the gateway's routes. A nil logger discards logs.
@@ -161,6 +170,11 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	api.GET("/functions/:name", g.getFunction, g.requireToken)
 	api.GET("/functions/:name/logs", g.functionLogs, g.requireToken)
 	api.GET("/functions/:name/console", g.functionConsole, g.requireToken)
+	// The upload API (upload.go).
+	api.PUT("/functions/:name", g.putFunction, g.requireToken)
+	api.POST("/functions", g.createFunction, g.requireToken)
+	api.DELETE("/functions/:name", g.deleteFunction, g.requireToken)
+	api.GET("/functions/:name/series", g.functionSeries, g.requireToken)
 	api.GET("/calls/:id", g.getCall, g.requireToken)
 	api.GET("/queue", g.queueStats, g.requireToken)
 	g.echo = e

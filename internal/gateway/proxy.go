@@ -96,6 +96,7 @@ func (g *Gateway) invoke(c echo.Context) error {
 		return g.fail(c, g.acquireError(req.Context(), bootExpired, err))
 	}
 	info.vmID = inst.VMID
+	defer g.recordSeries(name, time.Now(), c)
 
 	path, err := url.PathUnescape(rawPath)
 	if err != nil {

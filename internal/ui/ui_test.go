@@ -189,3 +189,21 @@ func TestMountedOnGateway(t *testing.T) {
 		})
 	}
 }
+
+// The upload blocks: the New function form posts one source file, the
+// invoke form calls /invoke, and a narrow screen gets one card per function.
+func TestPageUploadBlocks(t *testing.T) {
+	_, body := get(t, ui.Handler(), http.MethodGet, "/ui/")
+	for _, id := range []string{"new-fn", "new-form", "new-name", "new-runtime", "new-mode", "new-file", "new-code",
+		"new-deploy", "new-status", "invoke-form", "invoke-method", "invoke-path", "invoke-body", "invoke-status",
+		"invoke-headers", "invoke-answer", "charts", "svg-ns"} {
+		if !strings.Contains(body, `id="`+id+`"`) {
+			t.Errorf("page has no element with id %q", id)
+		}
+	}
+	for _, want := range []string{`send("POST", CREATE`, "@media (max-width: 700px)", "data-label", " → ", `"/series"`, "createElementNS"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page does not contain %q", want)
+		}
+	}
+}
