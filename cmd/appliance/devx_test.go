@@ -45,7 +45,7 @@ print("exec stderr for", os.environ.get("Http_X_Request_Id", ""), file=sys.stder
 print("exec says hi")
 `
 
-func (a *appliance) api(t *testing.T, path string) (int, string) {
+func (a *appliance) apiGet(t *testing.T, path string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, a.base+path, nil)
 	if err != nil {
@@ -63,7 +63,7 @@ func (a *appliance) api(t *testing.T, path string) (int, string) {
 
 func (a *appliance) apiStatus(t *testing.T, name string) controller.Status {
 	t.Helper()
-	_, body := a.api(t, "/api/functions/"+name)
+	_, body := a.apiGet(t, "/api/functions/"+name)
 	var s controller.Status
 	if err := json.Unmarshal([]byte(body), &s); err != nil {
 		t.Fatalf("status of %s: %v (%q)", name, err, body)
@@ -195,7 +195,7 @@ func TestDevX(t *testing.T) {
 			t.Errorf("secret %q mode %q, want %q 0o400", ans.Secret, ans.Mode, secretValue)
 		}
 		for _, p := range []string{"/api/functions", "/api/functions/devx", "/api/functions/devx/logs?lines=5000", "/api/functions/devx/console?lines=5000"} {
-			if _, body := a.api(t, p); strings.Contains(body, secretValue) {
+			if _, body := a.apiGet(t, p); strings.Contains(body, secretValue) {
 				t.Errorf("%s shows the secret's value", p)
 			}
 		}
@@ -225,7 +225,7 @@ func TestDevX(t *testing.T) {
 		if after.Version == before.Version || after.VMID == before.VMID {
 			t.Errorf("version %s→%s, vm %s→%s: want both new", before.Version, after.Version, before.VMID, after.VMID)
 		}
-		_, body := a.api(t, "/api/functions/devx/logs?instance="+before.VMID)
+		_, body := a.apiGet(t, "/api/functions/devx/logs?instance="+before.VMID)
 		if !strings.Contains(body, "devx-follow-1") {
 			t.Errorf("the replaced VM's lines are gone: %q", body)
 		}
@@ -310,7 +310,7 @@ func (a *appliance) waitForAPI(t *testing.T, path string, bound time.Duration, c
 	t.Helper()
 	deadline := time.Now().Add(bound)
 	for {
-		code, body := a.api(t, path)
+		code, body := a.apiGet(t, path)
 		if cond(code, body) {
 			return code, body
 		}
