@@ -149,6 +149,9 @@ type Config struct {
 
 	// Asynchronous calls (async.go).
 	AsyncConfig
+
+	// Dependency installs (deps.go).
+	DepsConfig
 }
 
 // AllowEgress resolves PolicyAllowEgress: whether functions may have
@@ -224,7 +227,7 @@ func settings() []setting {
 			return ""
 		}
 	}
-	return append(append([]setting{
+	return append(append(append([]setting{
 		{key: "listen", def: ":8080", typ: "string", help: "host:port the gateway listens on",
 			field: func(c *Config) any { return &c.Listen }, check: checkListen},
 		{key: "functions_dir", def: "./functions", typ: "string", help: "folder with one sub-folder per function",
@@ -299,7 +302,7 @@ func settings() []setting {
 				}
 				return ""
 			}},
-	}, isolationSettings()...), asyncSettings()...)
+	}, isolationSettings()...), asyncSettings()...), depsSettings()...)
 }
 
 // isolationSettings are who QEMU runs as, where egress guests may not go,

@@ -120,7 +120,17 @@ func (c *Controller) reconcile(f *fn) {
 	c.promote(f, spec, d, started)
 }
 
-type disks struct{ rootfs, code string }
+type disks struct{ rootfs, code, deps string }
+
+// depsImages is what an Images implementation offers when it can install
+// a folder's dependencies (requirements.txt, package.json) onto a
+// read-only disk; without it, folders boot without one.
+type depsImages interface {
+	// DepsDisk returns the dependency disk of the version snapshot dir for
+	// runtime on top of the root filesystem rootfs ("" when the folder
+	// declares no dependencies).
+	DepsDisk(ctx context.Context, runtime, rootfs, dir string) (string, error)
+}
 
 // prepare builds (or finds cached) the disks a version boots from. The code
 // disk comes from the version's snapshot, the copy Load read, never from
@@ -134,7 +144,13 @@ func (c *Controller) prepare(ctx context.Context, spec *function.Spec) (disks, e
 	if err != nil {
 		return disks{}, fmt.Errorf("snapshotting function code: %w", err)
 	}
-	return disks{rootfs: rootfs, code: code}, nil
+	d := disks{rootfs: rootfs, code: code}
+	if di, ok := c.images.(depsImages); ok {
+		if d.deps, err = di.DepsDisk(ctx, spec.Runtime, rootfs, spec.Snapshot); err != nil {
+			return disks{}, fmt.Errorf("dependencies: %w", err)
+		}
+	}
+	return d, nil
 }
 
 // bootN boots n instances of spec at once and waits for all of them; if

@@ -227,6 +227,7 @@ func (h *httpHandler) runOnce(ctx context.Context, script string) error {
 		"FAAS_HANDLER="+h.cfg.Handler,
 		"FAAS_CODE_DIR="+h.opts.CodeDir,
 	)
+	cmd.Env = append(cmd.Env, contractEnv(h.cfg)...)
 	tail := newTailBuffer(failureTail)
 	stdout := &lineWriter{c: h.con, prefix: h.prefix}
 	stderr := &lineWriter{c: h.con, prefix: h.prefix}
