@@ -66,7 +66,8 @@ def load_handler(code_dir, handler, function="handle"):
     spec.loader.exec_module(module)
     fn = getattr(module, function, None)
     if not callable(fn):
-        raise AttributeError(f"{path} defines no function {function}()")
+        args = "req" if function == "handle" else "event, context"
+        raise AttributeError(f"{path} defines no function {function}({args})")
     return fn
 
 
