@@ -60,6 +60,7 @@ const (
 	depsBuildDir = "/tmp/faas-build" // the manifests (and a copied file:// index)
 	depsOutDir   = "/tmp/faas-deps"  // what becomes the disk
 	depsCAFile   = "/tmp/faas-ca.crt"
+	depsIndexDir = "/tmp/faas-index" // a file:// pip index, copied
 	depsUser     = "65534:65534" // nobody: the install runs unprivileged
 )
 
@@ -284,7 +285,9 @@ func installScript(runtime string, ms []depsManifest, cfg DepsConfig) []string {
 		idx := ""
 		if u := cfg.PipIndexURL; u != "" {
 			if dir, ok := fileURLDir(u); ok && isWheelhouse(dir) {
-				idx = " --no-index --find-links " + shellQuote(dir)
+				idx = " --no-index --find-links " + depsIndexDir
+			} else if ok {
+				idx = " --index-url file://" + depsIndexDir
 			} else {
 				idx = " --index-url " + shellQuote(u)
 			}
@@ -471,7 +474,7 @@ func (c *Cache) installInput(ms []depsManifest, ca []byte) (io.Reader, error) {
 		}
 	}
 	if d, ok := fileURLDir(c.depsCfg.PipIndexURL); ok {
-		if err := addTree(tw, d, c.codeLimit); err != nil {
+		if err := addTree(tw, d, strings.TrimPrefix(depsIndexDir, "/"), c.codeLimit); err != nil {
 			return nil, fmt.Errorf("copying the pip index %s (FAAS_PIP_INDEX_URL): %w", d, err)
 		}
 	}
@@ -481,16 +484,12 @@ func (c *Cache) installInput(ms []depsManifest, ca []byte) (io.Reader, error) {
 	return &buf, nil
 }
 
-// addTree adds the directory root (at its own absolute path) to tw:
+// addTree adds the directory root to tw as the directory prefix:
 // directories and regular files, at most limit bytes of content.
-func addTree(tw *tar.Writer, root string, limit int64) error {
+func addTree(tw *tar.Writer, root, prefix string, limit int64) error {
 	var total int64
-	// Parents first, so the copy creates them.
-	parts := strings.Split(strings.Trim(root, "/"), "/")
-	for i := range parts {
-		if err := tw.WriteHeader(&tar.Header{Name: strings.Join(parts[:i+1], "/") + "/", Mode: 0o755, Typeflag: tar.TypeDir}); err != nil {
-			return err
-		}
+	if err := tw.WriteHeader(&tar.Header{Name: prefix + "/", Mode: 0o755, Typeflag: tar.TypeDir}); err != nil {
+		return err
 	}
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -499,7 +498,11 @@ func addTree(tw *tar.Writer, root string, limit int64) error {
 		if p == root {
 			return nil
 		}
-		name := strings.TrimPrefix(p, "/")
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		name := prefix + "/" + filepath.ToSlash(rel)
 		switch {
 		case d.IsDir():
 			return tw.WriteHeader(&tar.Header{Name: name + "/", Mode: 0o755, Typeflag: tar.TypeDir})
