@@ -247,7 +247,9 @@ func builderDockerfile(runtime, imageID string) (string, error) {
 	default:
 		return "", fmt.Errorf("runtime %s has no dependency installer", runtime)
 	}
-	return "FROM " + imageID + "\n" +
+	// The bare hex ID: the classic builder reads "sha256:<hex>" as a
+	// repository named sha256.
+	return "FROM " + strings.TrimPrefix(imageID, "sha256:") + "\n" +
 		"LABEL org.faasvm.deps-builder=\"" + runtime + "\"\n" +
 		"RUN " + tool + " >/dev/null 2>&1 || (apt-get update" +
 		" && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends " + pkg +
