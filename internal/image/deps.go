@@ -61,7 +61,7 @@ const (
 	depsOutDir   = "/tmp/faas-deps"  // what becomes the disk
 	depsCAFile   = "/tmp/faas-ca.crt"
 	depsIndexDir = "/tmp/faas-index" // a file:// pip index, copied
-	depsUser     = "65534:65534" // nobody: the install runs unprivileged
+	depsUser     = "65534:65534"     // nobody: the install runs unprivileged
 )
 
 // ErrDepsTooLarge is wrapped by the error for installed dependencies over

@@ -68,7 +68,6 @@ func TestRebaseTar(t *testing.T) {
 	}
 }
 
-
 func TestInstallScript(t *testing.T) {
 	house := t.TempDir()
 	mustWrite(t, house+"/p-1-py3-none-any.whl", "", 0o644)
