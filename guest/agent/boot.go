@@ -204,7 +204,7 @@ func (b *boot) findDisks(ctx context.Context) error {
 		return err
 	}
 	b.disks = d
-	b.log.Info("disks found", "step", "find-disks", "rootfs", d.root, "code", d.code, "config", d.config)
+	b.log.Info("disks found", "step", "find-disks", "rootfs", d.root, "code", d.code, "config", d.config, "deps", d.deps)
 	return nil
 }
 
@@ -238,6 +238,9 @@ func (b *boot) mountRoot(context.Context) error {
 		mountSpec{"overlay", newRoot, "overlay", 0,
 			"lowerdir=" + lowerDir + ",upperdir=" + rwDir + "/upper,workdir=" + rwDir + "/work"}.mount,
 		mountSpec{b.disks.code, newRoot + protocol.CodeDir, "ext4", unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV, ""}.mount,
+	}
+	if b.disks.deps != "" {
+		steps = append(steps, mountSpec{b.disks.deps, newRoot + protocol.DepsDir, "ext4", unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV, ""}.mount)
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {

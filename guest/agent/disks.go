@@ -32,15 +32,31 @@ const (
 	diskRoot
 	diskCode
 	diskConfig
+	diskDeps
 )
 
 // disks are the guest's block devices, found by content.
 type disks struct {
 	root, code, config string // device paths
+	deps               string // device path of the optional dependency disk
 	configData         []byte // the config disk's content
 }
 
-func (d disks) complete() bool { return d.root != "" && d.code != "" && d.config != "" }
+// complete reports whether every disk is found: the dependency disk too
+// when the config says one is attached.
+func (d disks) complete() bool {
+	return d.root != "" && d.code != "" && d.config != "" && (d.deps != "" || !d.wantsDeps())
+}
+
+// wantsDeps reports whether the config disk (once found) says a
+// dependency disk is attached.
+func (d disks) wantsDeps() bool {
+	if d.configData == nil {
+		return false
+	}
+	cfg, err := protocol.DecodeDisk(d.configData)
+	return err == nil && cfg.Deps
+}
 
 // missing names what has not been found yet.
 func (d disks) missing() []string {
@@ -53,6 +69,9 @@ func (d disks) missing() []string {
 	}
 	if d.config == "" {
 		m = append(m, "config (magic "+strings.TrimSpace(protocol.ConfigMagic)+")")
+	}
+	if d.deps == "" && d.wantsDeps() {
+		m = append(m, "dependencies (ext4 label "+protocol.DepsLabel+")")
 	}
 	return m
 }
@@ -85,6 +104,8 @@ func identifyDisk(head []byte) diskKind {
 		return diskRoot
 	case label == protocol.CodeLabel:
 		return diskCode
+	case label == protocol.DepsLabel:
+		return diskDeps
 	}
 	return diskUnknown
 }
@@ -135,6 +156,8 @@ func scanDisks(sysBlock, devDir string) (disks, []error, error) {
 		case diskConfig:
 			slot = &d.config
 			d.configData = head
+		case diskDeps:
+			slot = &d.deps
 		default:
 			continue
 		}

@@ -97,7 +97,7 @@ func runInit(log *slog.Logger) {
 	srv, err := server.New(b.cfg, server.Options{
 		CodeDir: protocol.CodeDir,
 		RunDir:  bootstrapRunDir,
-		Env:     withDefaultEnv(os.Environ()),
+		Env:     withDepsEnv(withDefaultEnv(os.Environ()), b.disks.deps != ""),
 		Reseed:  reseed,
 		Logger:  base,
 		Spawner: rp,
@@ -255,4 +255,27 @@ func readConfigFile(path string) (*protocol.Config, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// withDepsEnv puts the dependency disk's directories on the import paths:
+// PYTHONPATH for pip's --target, NODE_PATH for node_modules (before what
+// env already has, so the function's own dependencies win).
+func withDepsEnv(env []string, deps bool) []string {
+	if !deps {
+		return env
+	}
+	out := append([]string(nil), env...)
+	for _, kv := range [][2]string{{"PYTHONPATH", protocol.DepsPython}, {"NODE_PATH", protocol.DepsNode}} {
+		val := kv[1]
+		for i := len(out) - 1; i >= 0; i-- {
+			if old, ok := strings.CutPrefix(out[i], kv[0]+"="); ok {
+				if old != "" {
+					val += ":" + old
+				}
+				out = append(out[:i], out[i+1:]...)
+			}
+		}
+		out = append(out, kv[0]+"="+val)
+	}
+	return out
 }

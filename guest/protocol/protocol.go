@@ -60,6 +60,33 @@ const (
 	SecretsDir = "/var/openfaas/secrets"
 	// CodeDir is where the function's code appears, read-only, in the guest.
 	CodeDir = "/function"
+	// DepsDir is where the dependency disk appears, read-only, in the
+	// guest: DepsPython (pip --target) is on PYTHONPATH, DepsNode
+	// (node_modules) on NODE_PATH.
+	DepsDir    = "/deps"
+	DepsPython = DepsDir + "/python"
+	DepsNode   = DepsDir + "/node_modules"
+)
+
+// Handler contracts (Config.Template): how the agent and the bootstraps
+// call the function.
+const (
+	// TemplateFaasVM is our own: handle(req) in http mode, a script that
+	// prints its answer in exec mode.
+	TemplateFaasVM = "faasvm"
+	// TemplateOpenFaaSHTTP is OpenFaaS's python3-http / python3-flask:
+	// handle(event, context).
+	TemplateOpenFaaSHTTP = "openfaas-http"
+	// TemplateOpenFaaSNode is OpenFaaS's node20 / node22:
+	// async (event, context) with context.status().headers().succeed().
+	TemplateOpenFaaSNode = "openfaas-node"
+	// TemplateOpenFaaSClassic is OpenFaaS's classic python3 / node
+	// templates (exec mode): handle(req) with the body on stdin, the
+	// answer printed.
+	TemplateOpenFaaSClassic = "openfaas-classic"
+	// TemplateLambda is AWS Lambda's: fn(event, context) with an API
+	// Gateway HTTP API payload 2.0 event.
+	TemplateLambda = "lambda"
 )
 
 // Disk identification. The guest finds its disks by content, not by the
@@ -69,6 +96,8 @@ const (
 	RootFSLabel = "faas-root"
 	// CodeLabel is the ext4 volume label of a function code snapshot.
 	CodeLabel = "faas-code"
+	// DepsLabel is the ext4 volume label of a function's dependency disk.
+	DepsLabel = "faas-deps"
 	// ConfigMagic starts the raw config disk; the JSON config follows it,
 	// then NUL padding up to ConfigDiskSize.
 	ConfigMagic = "FAASCFG1\n"
@@ -119,6 +148,16 @@ type Config struct {
 	Timeout Duration `json:"timeout"`
 	// ContentType of exec-mode responses; sniffed from the body when empty.
 	ContentType string `json:"contentType,omitempty"`
+	// Template is the handler contract (Template*; "": TemplateFaasVM).
+	Template string `json:"template,omitempty"`
+	// Function is the function the handler file defines or exports that is
+	// called ("": the contract's default, handle or the module itself).
+	Function string `json:"function,omitempty"`
+	// MemoryMB is the VM's memory, for the Lambda context.
+	MemoryMB int `json:"memoryMB,omitempty"`
+	// Deps says a dependency disk (DepsLabel) is attached: the agent waits
+	// for it and mounts it at DepsDir.
+	Deps bool `json:"deps,omitempty"`
 	// Network of the guest's eth0.
 	Network Network `json:"network"`
 }
@@ -188,6 +227,18 @@ func (c *Config) Validate() error {
 		return errors.New("config: http mode needs a handler")
 	case c.Timeout <= 0:
 		return errors.New("config: timeout must be positive")
+	}
+	switch c.Template {
+	case "", TemplateFaasVM, TemplateOpenFaaSHTTP, TemplateOpenFaaSNode, TemplateLambda:
+		if c.Template != "" && c.Template != TemplateFaasVM && c.Mode != ModeHTTP {
+			return fmt.Errorf("config: template %q needs mode %q", c.Template, ModeHTTP)
+		}
+	case TemplateOpenFaaSClassic:
+		if c.Mode != ModeExec {
+			return fmt.Errorf("config: template %q needs mode %q", c.Template, ModeExec)
+		}
+	default:
+		return fmt.Errorf("config: unknown template %q", c.Template)
 	}
 	return nil
 }

@@ -62,7 +62,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	} else {
 		docker = cli
 	}
-	cache, err := image.New(image.Config{Dir: image.CacheDir(cfg.StateDir), Docker: docker, Logger: log})
+	cache, err := image.New(image.Config{Dir: image.CacheDir(cfg.StateDir), Docker: docker, Logger: log, Deps: depsConfig(cfg, log)})
 	if err != nil {
 		return nil, err
 	}

@@ -156,6 +156,9 @@ type Config struct {
 	AsyncConfig
 	// The upload API (upload.go).
 	UploadConfig
+
+	// Dependency installs (deps.go).
+	DepsConfig
 }
 
 // AllowEgress resolves PolicyAllowEgress: whether functions may have
@@ -231,7 +234,7 @@ func settings() []setting {
 			return ""
 		}
 	}
-	return append(append(append([]setting{
+	return append(append(append(append([]setting{
 		{key: "listen", def: ":8080", typ: "string", help: "host:port the gateway listens on",
 			field: func(c *Config) any { return &c.Listen }, check: checkListen},
 		{key: "functions_dir", def: "./functions", typ: "string", help: "folder with one sub-folder per function",
@@ -315,7 +318,7 @@ func settings() []setting {
 				}
 				return ""
 			}},
-	}, isolationSettings()...), asyncSettings()...), uploadSettings()...)
+	}, isolationSettings()...), asyncSettings()...), uploadSettings()...), depsSettings()...)
 }
 
 // isolationSettings are who QEMU runs as, where egress guests may not go,

@@ -131,6 +131,10 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		Command:       spec.Command,
 		Env:           spec.Env,
 		Secrets:       d.secrets,
+		Template:      spec.Template,
+		Function:      spec.Function,
+		MemoryMB:      int(in.vm.Spec.Memory.MBytes()),
+		Deps:          d.deps != "",
 		Timeout:       protocol.Duration(spec.Timeout),
 		Network:       protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway},
 	}
@@ -154,7 +158,7 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 	c.log.Info("booting vm", "function", f.name, "vm_id", in.id, "version", short(spec.Digest), "engine", c.engine.Name())
 	m, err := c.engine.Start(ctx, &vm.Spec{
 		VM: in.vm, Kernel: c.opts.Kernel, Initrd: c.opts.Initrd,
-		RootFS: d.rootfs, Code: d.code, Agent: agent, Egress: spec.Egress,
+		RootFS: d.rootfs, Code: d.code, Deps: d.deps, Agent: agent, Egress: spec.Egress,
 	})
 	if err != nil {
 		c.mu.Lock()

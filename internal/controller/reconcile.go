@@ -151,11 +151,21 @@ func (c *Controller) reconcile(f *fn) {
 	c.promote(f, spec, d, started)
 }
 
-// disks is what a version's VMs boot from: its disks, and the secrets
-// their config disk carries.
+// disks is what a version's VMs boot from: its disks (deps: "" when the
+// folder declares no dependencies), and the secrets their config disk carries.
 type disks struct {
-	rootfs, code string
-	secrets      map[string][]byte
+	rootfs, code, deps string
+	secrets            map[string][]byte
+}
+
+// depsImages is what an Images implementation offers when it can install
+// a folder's dependencies (requirements.txt, package.json) onto a
+// read-only disk; without it, folders boot without one.
+type depsImages interface {
+	// DepsDisk returns the dependency disk of the version snapshot dir for
+	// runtime on top of the root filesystem rootfs ("" when the folder
+	// declares no dependencies).
+	DepsDisk(ctx context.Context, runtime, rootfs, dir string) (string, error)
 }
 
 // prepare builds (or finds cached) the disks a version boots from. The code
@@ -170,7 +180,13 @@ func (c *Controller) prepare(ctx context.Context, spec *function.Spec) (disks, e
 	if err != nil {
 		return disks{}, fmt.Errorf("snapshotting function code: %w", err)
 	}
-	return disks{rootfs: rootfs, code: code}, nil
+	d := disks{rootfs: rootfs, code: code}
+	if di, ok := c.images.(depsImages); ok {
+		if d.deps, err = di.DepsDisk(ctx, spec.Runtime, rootfs, spec.Snapshot); err != nil {
+			return disks{}, fmt.Errorf("dependencies: %w", err)
+		}
+	}
+	return d, nil
 }
 
 // bootN boots n instances of spec at once and waits for all of them; if

@@ -70,13 +70,15 @@ func imageLabels(s *function.Spec) map[string]string {
 // in-process hop; the network is the platform's).
 func agentConfig(s *function.Spec) protocol.Config {
 	return protocol.Config{
-		Name:    s.Name,
-		Mode:    s.Mode,
-		Runtime: s.Runtime,
-		Handler: s.Handler,
-		Command: s.Command,
-		Env:     s.Env,
-		Timeout: protocol.Duration(s.Timeout),
+		Name:     s.Name,
+		Mode:     s.Mode,
+		Runtime:  s.Runtime,
+		Handler:  s.Handler,
+		Command:  s.Command,
+		Env:      s.Env,
+		Timeout:  protocol.Duration(s.Timeout),
+		Template: s.Template,
+		Function: s.Function,
 	}
 }
 

@@ -50,6 +50,7 @@
 package function
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -63,6 +64,8 @@ import (
 	"github.com/containers/image/docker/reference"
 	api "github.com/weaveworks/ignite/pkg/apis/ignite"
 	meta "github.com/weaveworks/ignite/pkg/apis/meta/v1alpha1"
+
+	"github.com/faasvm/appliance/guest/protocol"
 )
 
 // Defaults are the appliance's settings for what function.yaml leaves out.
@@ -117,11 +120,18 @@ type Spec struct {
 	Runtime  string // RuntimePython3, RuntimeNode or RuntimeBash
 	// Image replaces the runtime's image as the root filesystem when set.
 	Image   string
-	Handler string   // slash-separated path relative to Dir
-	Mode    string   // ModeExec or ModeHTTP
-	Command []string // exec mode's argv (cwd: the code directory); nil in http mode
-	Timeout time.Duration
-	Env     map[string]string
+	Handler string // slash-separated path relative to Dir
+	// Template is the handler's contract (protocol.Template*): from
+	// function.yaml's template, Lambda's file.function handler form or the
+	// handler's source (see detectTemplate).
+	Template string
+	// Function is what the handler file defines or exports that is called
+	// ("": the contract's default).
+	Function string
+	Mode     string   // ModeExec or ModeHTTP
+	Command  []string // exec mode's argv (cwd: the code directory); nil in http mode
+	Timeout  time.Duration
+	Env      map[string]string
 	// Secrets are the names of the secrets the function reads, in
 	// function.yaml's order (never their values).
 	Secrets []string
@@ -209,32 +219,46 @@ func load(ctx context.Context, src, snap, name string, d Defaults, template *api
 	}
 	s := &Spec{Name: name, Dir: src, Snapshot: snap, Digest: t.digest, Size: t.size}
 
-	if s.Mode, err = resolveMode(mfile, m.Mode); err != nil {
+	modeSet := m.Mode != ""
+	if err := checkTemplate(mfile, m.Template, m.Runtime, m.Mode); err != nil {
 		return nil, err
 	}
-	if err := checkRuntime(mfile, m.Runtime); err != nil {
+	mode, runtime := m.Mode, m.Runtime
+	if t, ok := templateNames[m.Template]; ok {
+		mode, runtime = cmp.Or(mode, t.mode), cmp.Or(runtime, t.runtime)
+	}
+	if s.Mode, err = resolveMode(mfile, mode); err != nil {
 		return nil, err
 	}
-	if s.Mode == ModeHTTP && m.Runtime != "" {
-		if err := checkCombination(m.Runtime, "", s.Mode); err != nil {
+	if err := checkRuntime(mfile, runtime); err != nil {
+		return nil, err
+	}
+	if s.Mode == ModeHTTP && runtime != "" {
+		if err := checkCombination(runtime, "", s.Mode); err != nil {
 			return nil, err
 		}
 	}
-	if s.Handler, err = resolveHandler(t, dir, mfile, m.Handler, m.Runtime, s.Mode); err != nil {
+	lambdaForm := false
+	if file, fn, ok := splitLambdaHandler(t, dir, m.Handler, runtime); ok {
+		s.Handler, s.Function, lambdaForm = file, fn, true
+	} else if s.Handler, err = resolveHandler(t, dir, mfile, m.Handler, runtime, s.Mode); err != nil {
 		return nil, err
 	}
-	s.Runtime = m.Runtime
+	s.Runtime = runtime
 	if s.Runtime == "" {
 		if s.Runtime, err = inferRuntime(t, s.Handler, t.content(dir, s.Handler)); err != nil {
 			return nil, err
 		}
+	}
+	if err := resolveTemplate(s, mfile, m.Template, lambdaForm, modeSet, t.content(dir, s.Handler)); err != nil {
+		return nil, err
 	}
 	if err := checkCombination(s.Runtime, s.Handler, s.Mode); err != nil {
 		return nil, err
 	}
 	if s.Mode == ModeExec {
 		s.Command = command(s.Runtime, s.Handler)
-	} else {
+	} else if s.Template == protocol.TemplateFaasVM {
 		s.Warnings = append(s.Warnings, httpHandlerWarnings(s.Runtime, s.Handler, t.content(dir, s.Handler))...)
 	}
 

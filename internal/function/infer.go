@@ -25,13 +25,13 @@ const (
 // handlerCandidates are the file names tried, in order, when nothing names
 // the handler. localfunction.sh is the seed demo's.
 var handlerCandidates = [...]string{
-	"handler.py", "main.py",
-	"index.js", "handler.js", "main.js",
+	"handler.py", "main.py", "lambda_function.py",
+	"index.js", "handler.js", "main.js", "index.mjs",
 	"handler.sh", "main.sh", "localfunction.sh",
 }
 
 // runtimeOfExt maps a handler's extension to the runtime that runs it.
-var runtimeOfExt = map[string]string{".py": RuntimePython3, ".js": RuntimeNode, ".sh": RuntimeBash}
+var runtimeOfExt = map[string]string{".py": RuntimePython3, ".js": RuntimeNode, ".mjs": RuntimeNode, ".cjs": RuntimeNode, ".sh": RuntimeBash}
 
 var (
 	mentionsPython3 = regexp.MustCompile(`\bpython3\b`)
@@ -45,7 +45,7 @@ var (
 func compatible(ext, runtime, mode string) bool {
 	switch {
 	case mode == ModeHTTP && runtime == "":
-		return ext == ".py" || ext == ".js"
+		return ext == ".py" || ext == ".js" || ext == ".mjs" || ext == ".cjs"
 	case mode == ModeHTTP:
 		return runtimeOfExt[ext] == runtime && runtime != RuntimeBash
 	case runtime == "":

@@ -37,6 +37,7 @@ type manifest struct {
 	IdleTimeout       string            `yaml:"idleTimeout"`
 	TargetUtilization *float64          `yaml:"targetUtilization"`
 	Secrets           []string          `yaml:"secrets"`
+	Template          string            `yaml:"template"`
 }
 
 // manifestField is one field of manifest: its name in YAML, its index in

@@ -113,7 +113,7 @@ type Gateway struct {
 	proxy     *httputil.ReverseProxy // for upgrades; see forward.go
 	bufs      *bufferPool
 	shutdown  chan struct{} // closed when Serve begins draining: streams end
-	series    seriesStore // the dashboard's charts (series.go)
+	series    seriesStore   // the dashboard's charts (series.go)
 }
 
 // New builds the gateway's routes. A nil logger discards logs.

@@ -42,9 +42,11 @@ type Config struct {
 	Docker Docker
 	// Logger receives progress; slog.Default() when nil.
 	Logger *slog.Logger
-	// CodeSizeLimit bounds the bytes of a code folder; DefaultCodeSizeLimit
-	// when zero.
+	// CodeSizeLimit bounds the bytes of a code folder, and of a folder's
+	// installed dependencies; DefaultCodeSizeLimit when zero.
 	CodeSizeLimit int64
+	// Deps is how dependency installs run (see DepsDisk).
+	Deps DepsConfig
 }
 
 // Validate reports the first problem with c.
@@ -66,6 +68,10 @@ type Cache struct {
 	log       *slog.Logger
 	codeLimit int64
 	mkfs      *ext4Maker
+	// depsDocker is docker when it can run installs (nil: no engine).
+	depsDocker DepsDocker
+	depsCfg    DepsConfig
+	deps       depsCounters
 
 	mu    sync.Mutex
 	locks map[string]*keyLock
@@ -86,7 +92,11 @@ func New(cfg Config) (*Cache, error) {
 		docker:    cfg.Docker,
 		log:       cfg.Logger,
 		codeLimit: cfg.CodeSizeLimit,
+		depsCfg:   cfg.Deps,
 		locks:     map[string]*keyLock{},
+	}
+	if d, ok := cfg.Docker.(DepsDocker); ok && cfg.Docker != nil {
+		c.depsDocker = d
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -94,7 +104,7 @@ func New(cfg Config) (*Cache, error) {
 	if c.codeLimit == 0 {
 		c.codeLimit = DefaultCodeSizeLimit
 	}
-	for _, d := range []string{"initramfs", "rootfs", "code", "tmp"} {
+	for _, d := range []string{"initramfs", "rootfs", "code", "deps", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(c.dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("creating image cache: %w", err)
 		}

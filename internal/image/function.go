@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // FunctionDisks gives a function the two disks its VMs boot from: the root
@@ -34,4 +35,13 @@ func (d FunctionDisks) RootFS(ctx context.Context, runtime, ref string) (string,
 		return "", err
 	}
 	return fs.Path, nil
+}
+
+// DepsDisk returns the dependency disk of the version snapshot dir for
+// runtime, installed on top of the image the root filesystem rootfs was
+// made from (its file name is the image ID), or "" when the folder has no
+// requirements.txt (python3) or package.json (node). See Cache.DepsDisk.
+func (d FunctionDisks) DepsDisk(ctx context.Context, runtime, rootfs, dir string) (string, error) {
+	id := strings.TrimSuffix(filepath.Base(rootfs), ".ext4")
+	return d.Cache.DepsDisk(ctx, runtime, "sha256:"+id, dir)
 }

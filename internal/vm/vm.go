@@ -38,6 +38,10 @@ type Spec struct {
 	RootFS string
 	// Code is the host path of the function's read-only ext4 code snapshot.
 	Code string
+	// Deps is the host path of the function's read-only ext4 dependency
+	// disk (label protocol.DepsLabel), "" when it has none. Shared like
+	// RootFS; Agent.Deps says it is attached.
+	Deps string
 	// Agent is the guest agent's configuration.
 	Agent protocol.Config
 	// Egress lets the guest open connections to the outside world. The
@@ -59,6 +63,14 @@ func (s *Spec) Validate() error {
 		if _, err := os.Stat(f.path); err != nil {
 			return fmt.Errorf("vm spec %s: %s: %w", s.VM.Name, f.what, err)
 		}
+	}
+	if s.Deps != "" {
+		if _, err := os.Stat(s.Deps); err != nil {
+			return fmt.Errorf("vm spec %s: dependency disk: %w", s.VM.Name, err)
+		}
+	}
+	if (s.Deps != "") != s.Agent.Deps {
+		return fmt.Errorf("vm spec %s: the agent config and the dependency disk disagree (disk %q, agent expects one: %v)", s.VM.Name, s.Deps, s.Agent.Deps)
 	}
 	if err := s.Agent.Validate(); err != nil {
 		return fmt.Errorf("vm spec %s: %w", s.VM.Name, err)

@@ -8,6 +8,14 @@
 //	FAAS_BOOTSTRAP_PORT  the port to listen on (127.0.0.1 only)
 //	FAAS_HANDLER         the handler file, relative to FAAS_CODE_DIR
 //	FAAS_CODE_DIR        the function's code directory
+//	FAAS_TEMPLATE        the handler contract (protocol.Template*)
+//	FAAS_FUNCTION        the function the handler file exports ("": the default)
+//	FAAS_FUNCTION_NAME   the function's name (Lambda context)
+//	FAAS_MEMORY_MB       the VM's memory (Lambda context)
+//	FAAS_TIMEOUT_MS      the invocation timeout (Lambda context)
+//
+// classic.py and classic.cjs run OpenFaaS's classic stdin/stdout
+// templates in exec mode, one process per request.
 //
 // They load the handler before they listen, so a port that accepts
 // connections means a handler that imported.
@@ -18,8 +26,27 @@ import (
 	"fmt"
 )
 
-//go:embed bootstrap.py bootstrap.cjs
+//go:embed bootstrap.py bootstrap.cjs classic.py classic.cjs
 var sources embed.FS
+
+// Classic runner files, written next to the bootstraps.
+const (
+	ClassicPython = "classic.py"
+	ClassicNode   = "classic.cjs"
+)
+
+// ClassicSource returns the text of a classic runner (ClassicPython or
+// ClassicNode).
+func ClassicSource(file string) ([]byte, error) {
+	if file != ClassicPython && file != ClassicNode {
+		return nil, fmt.Errorf("no classic runner %q", file)
+	}
+	src, err := sources.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded %s: %w", file, err)
+	}
+	return src, nil
+}
 
 // Bootstrap is one language's bootstrap program.
 type Bootstrap struct {

@@ -47,12 +47,12 @@ var _ handler = (*execHandler)(nil)
 
 func newExecHandler(cfg *protocol.Config, opts Options, con *console, log *slog.Logger, flog *funcLog) *execHandler {
 	return &execHandler{
-		cfg:    cfg,
+		cfg:    classicConfig(cfg, opts.RunDir),
 		opts:   opts,
 		con:    con,
 		log:    log,
 		flog:   flog,
-		env:    mergeEnv(opts.Env, cfg.Env),
+		env:    append(mergeEnv(opts.Env, cfg.Env), contractEnv(cfg)...),
 		prefix: consolePrefix(cfg.Name),
 		active: make(map[int]<-chan struct{}),
 	}
@@ -65,8 +65,16 @@ func consolePrefix(name string) string {
 	return "[" + name + "] "
 }
 
-// start has nothing to launch: exec mode is ready once the command resolves.
-func (e *execHandler) start(context.Context) {}
+// start has nothing to launch: exec mode is ready once the command
+// resolves. A classic template's runner is written to the run directory.
+func (e *execHandler) start(context.Context) {
+	if e.cfg.Template != protocol.TemplateOpenFaaSClassic {
+		return
+	}
+	if err := writeClassicRunner(e.opts.RunDir, e.cfg.Command[1]); err != nil {
+		e.log.Error("writing the classic template's runner", "err", err)
+	}
+}
 
 // restored does nothing: every request runs a new process, which starts
 // from the reseeded kernel RNG.

@@ -237,6 +237,7 @@ func (h *httpHandler) runOnce(ctx context.Context, script string) error {
 		"FAAS_HANDLER="+h.cfg.Handler,
 		"FAAS_CODE_DIR="+h.opts.CodeDir,
 	)
+	cmd.Env = append(cmd.Env, contractEnv(h.cfg)...)
 	tail := newTailBuffer(failureTail)
 	stdout := &lineWriter{c: h.con, prefix: h.prefix, flog: h.flog, stream: protocol.StreamStdout, requestID: h.reqs.current}
 	stderr := &lineWriter{c: h.con, prefix: h.prefix, flog: h.flog, stream: protocol.StreamStderr, requestID: h.reqs.current}

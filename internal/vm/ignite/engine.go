@@ -228,6 +228,9 @@ func validateSpec(s *vm.Spec) error {
 	if s.Code == "" {
 		return fmt.Errorf("vm spec %s: no code image path", s.VM.Name)
 	}
+	if s.Deps != "" || s.Agent.Deps {
+		return fmt.Errorf("vm spec %s: the ignite engine does not attach dependency disks yet (requirements.txt / package.json): use the qemu engine", s.VM.Name)
+	}
 	if _, err := os.Stat(s.Code); err != nil {
 		return fmt.Errorf("vm spec %s: code image: %w", s.VM.Name, err)
 	}

@@ -73,6 +73,9 @@ const (
 	fdCode
 	fdConfig
 	fdQMP // a listening unix socket, already bound in the VM's directory
+	// fdDeps is the dependency disk, passed only when the VM has one (last,
+	// so the others keep their numbers).
+	fdDeps
 )
 
 // extraFileCount is how many descriptors buildQEMUArgs refers to.
@@ -88,7 +91,8 @@ type qemuArgs struct {
 	// Host paths of what the descriptors hold, recorded as the fd sets'
 	// opaque strings (so ps and Cleanup can tell which VM a QEMU is).
 	RootFS, Code, Config string
-	Egress               bool // restrict=off: the guest may open connections
+	Deps                 string // "" when the VM has no dependency disk
+	Egress               bool   // restrict=off: the guest may open connections
 	MAC                  string
 }
 
@@ -105,12 +109,19 @@ func buildQEMUArgs(a qemuArgs) []string {
 		"-initrd", procFD(fdInitrd),
 		"-append", a.CmdLine,
 	)
-	for set, d := range []struct {
+	drives := []struct {
 		id, file string
 		fd       int
 	}{
 		{"root", a.RootFS, fdRoot}, {"code", a.Code, fdCode}, {"config", a.Config, fdConfig},
-	} {
+	}
+	if a.Deps != "" {
+		drives = append(drives, struct {
+			id, file string
+			fd       int
+		}{"deps", a.Deps, fdDeps})
+	}
+	for set, d := range drives {
 		args = append(args,
 			"-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=%s", d.fd, set+1, optEscape(d.id+":"+d.file)),
 			"-drive", fmt.Sprintf("file=/dev/fdset/%d,format=raw,if=none,id=%s,readonly=on", set+1, d.id),

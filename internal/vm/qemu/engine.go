@@ -338,6 +338,13 @@ func (b *boot) files(context.Context) error {
 		return fmt.Errorf("creating the qmp socket: %w", err)
 	}
 	files = append(files, qmp)
+	if b.spec.Deps != "" {
+		f, err := os.Open(b.spec.Deps)
+		if err != nil {
+			return fmt.Errorf("opening dependency disk: %w", err)
+		}
+		files = append(files, f) // fdDeps
+	}
 	b.extraFiles = files
 	b.console, err = os.OpenFile(b.path(consoleLogName), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -381,6 +388,7 @@ func (b *boot) process(context.Context) error {
 		CmdLine:   kernelCmdLine(b.e.tscKHz, v.Spec.Kernel.CmdLine),
 		RootFS:    b.spec.RootFS,
 		Code:      b.spec.Code,
+		Deps:      b.spec.Deps,
 		Config:    b.path(configDiskName),
 		Egress:    b.spec.Egress,
 		MAC:       macFromUID(string(v.UID)),

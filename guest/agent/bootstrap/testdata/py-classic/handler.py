@@ -1,0 +1,3 @@
+# A handler written to OpenFaaS's classic python3 template (our own test file).
+def handle(req):
+    return "classic python got: " + req
