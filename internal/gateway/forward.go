@@ -151,15 +151,11 @@ func (g *Gateway) forward(c echo.Context, st *proxyState, in *http.Request, retr
 		return
 	}
 	defer res.Body.Close()
-	if res.Header.Get(protocol.AgentErrorHeader) != "" {
-		st.info.agentError = true
-	}
 	w := c.Response()
 	h := w.Header()
+	id := h.Get(RequestIDHeader) // the gateway's, set before forwarding
 	copyHeader(h, res.Header)
-	h.Del(protocol.AgentErrorHeader)
-	h.Del(protocol.SecretHeader)
-	h.Del(protocol.ControlHeader)
+	cleanAnswer(st, h, res.StatusCode, id)
 	if len(res.Trailer) > 0 {
 		keys := make([]string, 0, len(res.Trailer))
 		for k := range res.Trailer {

@@ -196,22 +196,28 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 
 // modifyResponse removes the agent's internal headers from the answer.
 func (g *Gateway) modifyResponse(res *http.Response) error {
-	st := stateOf(res.Request.Context())
-	if res.Header.Get(protocol.AgentErrorHeader) != "" {
+	cleanAnswer(stateOf(res.Request.Context()), res.Header, res.StatusCode, "")
+	return nil
+}
+
+// cleanAnswer makes an instance's answer headers the client's: the agent's
+// and the secrets' headers go, the gateway's request id (id, when not already
+// on h) is the only one whatever the function said, and a 503 from the agent
+// ("handler is starting") or the function itself still says when to retry.
+func cleanAnswer(st *proxyState, h http.Header, status int, id string) {
+	if h.Get(protocol.AgentErrorHeader) != "" {
 		st.info.agentError = true
 	}
-	res.Header.Del(protocol.AgentErrorHeader)
-	// The gateway's request id (already on the answer) is the only one,
-	// whatever the function said.
-	res.Header.Del(RequestIDHeader)
-	res.Header.Del(protocol.SecretHeader)
-	res.Header.Del(protocol.ControlHeader)
-	// A 503 from the agent ("handler is starting") or the function itself
-	// still tells the client when to retry.
-	if res.StatusCode == http.StatusServiceUnavailable && res.Header.Get("Retry-After") == "" {
-		res.Header.Set("Retry-After", defaultRetryAfter)
+	h.Del(protocol.AgentErrorHeader)
+	h.Del(RequestIDHeader)
+	if id != "" {
+		h.Set(RequestIDHeader, id)
 	}
-	return nil
+	h.Del(protocol.SecretHeader)
+	h.Del(protocol.ControlHeader)
+	if status == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
+		h.Set("Retry-After", defaultRetryAfter)
+	}
 }
 
 // proxyError answers when no response came from the instance.
