@@ -68,6 +68,9 @@ const (
 // the function size limit.
 var ErrDepsTooLarge = errors.New("installed dependencies are over the function size limit")
 
+// maxPipIndexBytes bounds the file:// pip index copied into an install.
+const maxPipIndexBytes = 4 << 30
+
 // DepsConfig is how dependencies are installed: the operator's settings.
 type DepsConfig struct {
 	// PipIndexURL is pip's --index-url ("": PyPI). A file:// URL names a
@@ -476,7 +479,9 @@ func (c *Cache) installInput(ms []depsManifest, ca []byte) (io.Reader, error) {
 		}
 	}
 	if d, ok := fileURLDir(c.depsCfg.PipIndexURL); ok {
-		if err := addTree(tw, d, strings.TrimPrefix(depsIndexDir, "/"), c.codeLimit); err != nil {
+		// The index is the operator's, not the function's: the function size
+		// limit bounds what the install produces, this only bounds the copy.
+		if err := addTree(tw, d, strings.TrimPrefix(depsIndexDir, "/"), maxPipIndexBytes); err != nil {
 			return nil, fmt.Errorf("copying the pip index %s (FAAS_PIP_INDEX_URL): %w", d, err)
 		}
 	}
