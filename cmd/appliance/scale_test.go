@@ -225,7 +225,7 @@ func TestScale(t *testing.T) {
 
 		// The next request boots a VM, waits for it and succeeds.
 		cold0 := a.status(t, "scaler").Invocations.ColdStarts
-		boots0 := a.metrics(t)[`faasvm_vm_boot_seconds_count{function_name="scaler"}`]
+		boots0 := a.metrics(t)[`faasvm_vm_start_seconds_count{function_name="scaler",method="boot"}`]
 		callStart := time.Now()
 		if code, _, body := a.call(t, "/invoke/scaler"); code != http.StatusOK {
 			t.Fatalf("request from zero: got %d %q, want 200", code, body)
@@ -241,8 +241,8 @@ func TestScale(t *testing.T) {
 		if s.State != controller.StateReady || s.Replicas.Ready != 1 || s.Latency.Samples == 0 || s.Latency.P99Ms < s.Latency.P50Ms {
 			t.Errorf("status after the cold start: got %s, replicas %+v, latency %+v; want ready, 1, a latency summary", s.State, s.Replicas, s.Latency)
 		}
-		if boots := a.metrics(t)[`faasvm_vm_boot_seconds_count{function_name="scaler"}`]; boots != boots0+1 {
-			t.Errorf("faasvm_vm_boot_seconds_count: got %v, want %v (one more boot)", boots, boots0+1)
+		if boots := a.metrics(t)[`faasvm_vm_start_seconds_count{function_name="scaler",method="boot"}`]; boots != boots0+1 {
+			t.Errorf("faasvm_vm_start_seconds_count: got %v, want %v (one more boot)", boots, boots0+1)
 		}
 		t.Logf("latency over %d invocations: p50 %.0fms p99 %.0fms mean %.0fms",
 			s.Latency.Samples, s.Latency.P50Ms, s.Latency.P99Ms, s.Latency.MeanMs)

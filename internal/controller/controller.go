@@ -107,8 +107,9 @@ type Recorder interface {
 	// FunctionState reports a function's ready instances and the
 	// requests waiting for one.
 	FunctionState(function string, ready, queued int)
-	// VMBooted records how long one VM took to boot.
-	VMBooted(function string, took time.Duration)
+	// VMStarted records how long one VM took from start to its agent
+	// answering; method says how it started (StartBoot, StartRestore).
+	VMStarted(function, method string, took time.Duration)
 	// ColdStart counts an invocation that waited for a VM to boot.
 	ColdStart(function string)
 	// Forget drops everything recorded about a removed function.
@@ -155,10 +156,10 @@ func (o *Options) setDefaults() {
 // nopRecorder records nothing.
 type nopRecorder struct{}
 
-func (nopRecorder) FunctionState(string, int, int) {}
-func (nopRecorder) VMBooted(string, time.Duration) {}
-func (nopRecorder) ColdStart(string)               {}
-func (nopRecorder) Forget(string)                  {}
+func (nopRecorder) FunctionState(string, int, int)          {}
+func (nopRecorder) VMStarted(string, string, time.Duration) {}
+func (nopRecorder) ColdStart(string)                        {}
+func (nopRecorder) Forget(string)                           {}
 
 // Controller is the one place that knows what runs.
 type Controller struct {

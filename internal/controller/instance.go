@@ -180,7 +180,7 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		return fmt.Errorf("booting vm for %s: %w", f.name, errStoppedBooting)
 	}
 	if !f.removed {
-		c.rec.VMBooted(f.name, took)
+		c.rec.VMStarted(f.name, StartBoot, took)
 	}
 	c.wg.Add(2)
 	go c.watchInstance(f, in, m)

@@ -73,7 +73,7 @@ func (r *fakeRecorder) FunctionState(fn string, ready, queued int) {
 	r.ready[fn], r.queued[fn] = ready, queued
 }
 
-func (r *fakeRecorder) VMBooted(fn string, took time.Duration) {
+func (r *fakeRecorder) VMStarted(fn, method string, took time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.booted[fn]++

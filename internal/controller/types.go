@@ -14,6 +14,12 @@ const (
 	StateInvalid   = "invalid"   // the folder is not a valid function; LastError says why
 )
 
+// How an instance started, as Recorder.VMStarted and the API report it.
+const (
+	StartBoot    = "boot"    // a full boot of kernel, agent and handler
+	StartRestore = "restore" // a clone of the version's snapshot
+)
+
 // Errors Acquire returns; the gateway maps them to HTTP statuses.
 var (
 	// ErrNotFound: no function of that name (404).

@@ -11,7 +11,7 @@
 //
 // and the appliance adds its own:
 //
-//	faasvm_vm_boot_seconds{function_name}     histogram (VM start to agent ready)
+//	faasvm_vm_start_seconds{function_name,method}  histogram (VM start to agent ready; method boot|restore)
 //	faasvm_cold_starts_total{function_name}   counter (requests that waited for a boot)
 //	faasvm_queue_depth{function_name}         gauge (requests waiting for a slot)
 //
@@ -118,10 +118,10 @@ func New() *Metrics {
 			Help: "Ready replicas (VMs) of the function (OpenFaaS-compatible).",
 		}, []string{labelFunction}),
 		boot: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "faasvm_vm_boot_seconds",
-			Help:    "Time from starting a VM to its guest agent answering, per VM.",
+			Name:    "faasvm_vm_start_seconds",
+			Help:    "Time from starting a VM to its guest agent answering, per VM; method is boot (a full boot) or restore (a snapshot clone).",
 			Buckets: bootBuckets,
-		}, []string{labelFunction}),
+		}, []string{labelFunction, "method"}),
 		cold: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "faasvm_cold_starts_total",
 			Help: "Invocations that had to wait for a VM to boot.",
@@ -204,12 +204,13 @@ func (m *Metrics) FunctionState(function string, ready, queued int) {
 	s.queue.Set(float64(queued))
 }
 
-// VMBooted records one VM boot of function.
-func (m *Metrics) VMBooted(function string, took time.Duration) {
+// VMStarted records one VM start of function; method is how it started
+// ("boot", "restore").
+func (m *Metrics) VMStarted(function, method string, took time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.isKnown(function) {
-		m.boot.WithLabelValues(function).Observe(took.Seconds())
+		m.boot.WithLabelValues(function, method).Observe(took.Seconds())
 	}
 }
 

@@ -57,7 +57,7 @@ func TestMetricsRecordKnownFunctions(t *testing.T) {
 	m.InvocationDone("fn", 200, 150*time.Millisecond)
 	m.InvocationStarted("fn")
 	m.InvocationDone("fn", 429, time.Millisecond)
-	m.VMBooted("fn", 2*time.Second)
+	m.VMStarted("fn", "boot", 2*time.Second)
 	m.ColdStart("fn")
 
 	tests := []struct {
@@ -69,7 +69,7 @@ func TestMetricsRecordKnownFunctions(t *testing.T) {
 		{"gateway_functions_seconds", map[string]float64{"function_name=fn": 2}},
 		{"gateway_service_count", map[string]float64{"function_name=fn": 2}},
 		{"faasvm_queue_depth", map[string]float64{"function_name=fn": 3}},
-		{"faasvm_vm_boot_seconds", map[string]float64{"function_name=fn": 1}},
+		{"faasvm_vm_start_seconds", map[string]float64{"function_name=fn,method=boot": 1}},
 		{"faasvm_cold_starts_total", map[string]float64{"function_name=fn": 1}},
 	}
 	for _, tt := range tests {
