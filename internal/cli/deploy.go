@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/faasvm/appliance/internal/fstree"
 )
 
 const deployUsage = `Usage:
@@ -203,52 +205,8 @@ func packFolder(dir string, w io.Writer) (int, error) {
 	}
 	zw := gzip.NewWriter(w)
 	tw := tar.NewWriter(zw)
-	n := 0
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		if d.IsDir() && d.Name() == ".git" {
-			return filepath.SkipDir
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if info.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return fmt.Errorf("%s: %w", rel, err)
-		}
-		h.Name = filepath.ToSlash(rel)
-		if d.IsDir() {
-			h.Name += "/"
-		}
-		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "", ""
-		if err := tw.WriteHeader(h); err != nil {
-			return fmt.Errorf("%s: %w", rel, err)
-		}
-		n++
-		if info.Mode().IsRegular() {
-			src, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer src.Close()
-			if _, err := io.Copy(tw, src); err != nil {
-				return fmt.Errorf("%s: %w", rel, err)
-			}
-		}
-		return nil
+	n, err := fstree.WriteTar(tw, dir, func(_ string, d fs.DirEntry) bool {
+		return d.IsDir() && d.Name() == ".git"
 	})
 	if err != nil {
 		return 0, fmt.Errorf("packing %s: %w", dir, err)
