@@ -19,6 +19,9 @@ type Snapshotter interface {
 	// clone has been re-keyed (control POST /restore) and answers its
 	// health check.
 	Restore(ctx context.Context, snap *Snapshot, spec *Spec) (Machine, error)
+	// The caller's key travels into Snapshot as the spec's VM annotation
+	// SnapshotKeyAnnotation; Snapshot stores it and Open checks it.
+	//
 	// Open loads a snapshot saved earlier in dir, checking its files are
 	// present and whole; key must match the key it was made with.
 	Open(dir, key string) (*Snapshot, error)
@@ -27,6 +30,11 @@ type Snapshotter interface {
 	// be restored by this engine.
 	SnapshotKey() string
 }
+
+// SnapshotKeyAnnotation is the VM object annotation (spec.VM) that carries
+// the caller's snapshot key into Snapshotter.Snapshot; the snapshot is
+// saved under it, and Open refuses the snapshot under any other key.
+const SnapshotKeyAnnotation = "faasvm.dev/snapshot-key"
 
 // Snapshot is a saved, warmed VM that new machines can start from.
 type Snapshot struct {

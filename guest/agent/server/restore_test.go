@@ -82,33 +82,43 @@ func TestRestoreRequests(t *testing.T) {
 
 // A python handler's on_restore hook runs, Python's random is reseeded,
 // and a failing hook is reported without stopping the handler.
-func TestRestorePythonHook(t *testing.T) {
+func TestRestoreHooks(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name, source, wantHook string
+		name, runtime, source, wantHook string
 	}{
-		{"hook", `import random
+		{"hook", "python3", `import random
 calls = []
 def on_restore(info):
     calls.append(info["vmId"])
 def handle(req):
     return {"calls": calls, "r": random.random()}
 `, ""},
-		{"failing hook", `def on_restore(info):
+		{"failing hook", "python3", `def on_restore(info):
     raise RuntimeError("cannot reconnect")
 def handle(req):
     return "ok"
 `, "RuntimeError: cannot reconnect"},
-		{"no hook", `def handle(req):
+		{"no hook", "python3", `def handle(req):
     return "ok"
+`, ""},
+		{"node hook", "node", `const calls = [];
+module.exports = async () => ({ statusCode: 200, body: JSON.stringify({ calls }) });
+module.exports.onRestore = async (info) => { calls.push(info.vmId); };
+`, ""},
+		{"node failing hook", "node", `module.exports = async () => "ok";
+module.exports.onRestore = () => { throw new Error("cannot reconnect"); };
+`, "Error: cannot reconnect"},
+		{"node no hook", "node", `module.exports = async () => "ok";
 `, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := protocol.Config{Mode: protocol.ModeHTTP, Runtime: "python3", Handler: "handler.py"}
+			file := map[string]string{"python3": "handler.py", "node": "handler.js"}[tt.runtime]
+			cfg := protocol.Config{Mode: protocol.ModeHTTP, Runtime: tt.runtime, Handler: file}
 			needInterpreter(t, cfg)
-			a := newAgent(t, cfg, map[string]string{"handler.py": tt.source}, nil)
+			a := newAgent(t, cfg, map[string]string{file: tt.source}, nil)
 			a.waitHealth(t, StateReady, 20*time.Second)
 			before := a.do(t, http.MethodGet, "/", "", nil)
 			r, err := a.sendTo(t.Context(), a.controlURL, protocol.ControlHeader, testControlSecret, http.MethodPost, protocol.RestorePath, restoreBody(t, testSecret+"2", testControlSecret+"2"), nil)
@@ -126,7 +136,7 @@ def handle(req):
 			if err != nil || after.status != http.StatusOK {
 				t.Fatalf("after restore: got %d %s (%v), want 200", after.status, after.body, err)
 			}
-			if tt.name == "hook" {
+			if tt.name == "hook" || tt.name == "node hook" {
 				var b, a2 struct {
 					Calls []string `json:"calls"`
 				}
