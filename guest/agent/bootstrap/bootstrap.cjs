@@ -13,7 +13,6 @@
 //   lambda         AWS Lambda: exports.handler = async (event, context) with an
 //                  API Gateway HTTP API (payload 2.0) event
 
-const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
 const { pathToFileURL } = require('node:url');
@@ -21,9 +20,6 @@ const { randomUUID } = require('node:crypto');
 
 // Response headers the bootstrap computes itself.
 const HOP_HEADERS = new Set(['content-length', 'transfer-encoding', 'connection']);
-
-// loaded is the handler's module once loadHandler ran (for onRestore).
-let loaded;
 
 async function loadHandler(codeDir, handler, name) {
   const file = path.resolve(codeDir, handler);
@@ -45,7 +41,6 @@ async function loadHandler(codeDir, handler, name) {
     ? [mod && mod[name], mod && mod.default && mod.default[name]]
     : [mod, mod && mod.handle, mod && mod.default, mod && mod.default && mod.default.handle];
   const fn = candidates.find((c) => typeof c === 'function');
-  loaded = mod;
   if (!fn && name) {
     throw new Error(`${file} exports no function ${name}: use exports.${name} = async (event, context) => ...`);
   }
@@ -521,33 +516,6 @@ function makeRequest(req, body) {
   };
 }
 
-// onRestoreSignal handles the SIGUSR2 the agent sends after a snapshot
-// restore: the kernel's RNG has been reseeded by then. V8's Math.random
-// cannot be reseeded from JavaScript (each clone continues the snapshot's
-// stream: use crypto for anything that must differ); node:crypto draws from
-// OpenSSL, seeded from the kernel. It calls the handler module's optional
-// onRestore(info) hook (info: name, vmId), then confirms by writing
-// restore-<n>.done (empty, or the hook's error), which the agent waits for.
-async function onRestoreSignal(runDir) {
-  let err = '';
-  let n = 0;
-  try {
-    const info = JSON.parse(fs.readFileSync(path.join(runDir, 'restore.json'), 'utf8'));
-    n = Number(info.n) || 0;
-    const hook = [loaded && loaded.onRestore, loaded && loaded.default && loaded.default.onRestore]
-      .find((h) => typeof h === 'function');
-    if (hook) {
-      await hook({ name: String(info.name || ''), vmId: String(info.vmId || '') });
-    }
-  } catch (e) {
-    console.error(e);
-    err = `onRestore: ${errorText(e)}`;
-  }
-  const done = path.join(runDir, `restore-${n}.done`);
-  fs.writeFileSync(done + '.tmp', err);
-  fs.renameSync(done + '.tmp', done);
-}
-
 async function main() {
   const port = Number(process.env.FAAS_BOOTSTRAP_PORT);
   const codeDir = process.env.FAAS_CODE_DIR || process.cwd();
@@ -561,10 +529,6 @@ async function main() {
     console.error(`bootstrap: cannot load handler ${handler}: ${errorText(err)}`);
     process.exit(1);
   }
-
-  process.on('SIGUSR2', () => {
-    onRestoreSignal(__dirname).catch((e) => console.error(e));
-  });
 
   const server = http.createServer((req, res) => {
     const started = Date.now();

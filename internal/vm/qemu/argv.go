@@ -96,6 +96,8 @@ type qemuArgs struct {
 	MAC                  string
 	// Memory, when set, puts guest RAM in a file QEMU inherited (snapshots).
 	Memory *memoryFile
+	// TBSizeMiB sizes TCG's translation cache (tb-size); 0: QEMU's default.
+	TBSizeMiB int
 	// Incoming makes QEMU wait for a migration stream (-incoming defer):
 	// the engine starts it over QMP from an inherited descriptor.
 	Incoming bool
@@ -117,6 +119,9 @@ const memBackendID = "mem"
 // buildQEMUArgs returns QEMU's arguments (without the binary) for a.
 func buildQEMUArgs(a qemuArgs) []string {
 	args := machineArgs(a.Accel)
+	if a.Accel == AccelTCG && a.TBSizeMiB > 0 {
+		args[3] += ",tb-size=" + strconv.Itoa(a.TBSizeMiB)
+	}
 	if a.Memory != nil {
 		share := "off"
 		if a.Memory.Shared {

@@ -78,6 +78,9 @@ type Config struct {
 	// ProbeTimeout bounds the probe boot that decides whether KVM works
 	// (Accel AccelAuto or AccelKVM). Default DefaultProbeTimeout.
 	ProbeTimeout time.Duration
+	// TBSizeMiB sizes the TCG translation cache of each VM (QEMU's
+	// tb-size, in MiB); 0 keeps QEMU's default. Only under TCG.
+	TBSizeMiB int
 	// Logger receives the engine's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -119,6 +122,9 @@ func (c *Config) Validate() error {
 	case "", AccelAuto, AccelKVM, AccelTCG:
 	default:
 		return fmt.Errorf("qemu config: accel %q is not %q, %q or %q", c.Accel, AccelAuto, AccelKVM, AccelTCG)
+	}
+	if c.TBSizeMiB < 0 {
+		return fmt.Errorf("qemu config: tb size %d MiB is negative", c.TBSizeMiB)
 	}
 	if c.UIDCount < 0 {
 		return fmt.Errorf("qemu config: uid count %d is negative", c.UIDCount)

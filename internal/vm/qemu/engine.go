@@ -477,6 +477,7 @@ func (b *boot) qemuArgs() qemuArgs {
 		Egress:    b.spec.Egress,
 		MAC:       b.mac,
 		Incoming:  b.stateFD != 0,
+		TBSizeMiB: b.e.cfg.TBSizeMiB,
 	}
 	if a.CmdLine == "" {
 		a.CmdLine = kernelCmdLine(b.e.tscKHz, v.Spec.Kernel.CmdLine)

@@ -319,10 +319,16 @@ func (b *boot) waitMigration(ctx context.Context, c *qmpClient, query string, do
 	for {
 		ret, err := c.execute(ctx, query, nil)
 		if err != nil {
-			if b.qemu.exited() {
+			// A session that broke off is most often QEMU refusing the
+			// state and exiting: say why if it did.
+			t := time.NewTimer(exitGrace)
+			defer t.Stop()
+			select {
+			case <-b.qemu.done:
 				return b.qemu.exitError(b.path(qemuStderrName))
+			case <-t.C:
+				return err
 			}
-			return err
 		}
 		var st struct {
 			Status   string `json:"status"`
