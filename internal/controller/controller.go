@@ -187,6 +187,8 @@ type Controller struct {
 	dir sync.Map // name → *fn
 	// kicks asks the autoscaler to look at one function now (see kick).
 	kicks chan *fn
+	// pssDenied: the warning that PSS cannot be read was logged.
+	pssDenied sync.Once
 }
 
 // New returns a controller. Call Sync for each function folder (the watcher

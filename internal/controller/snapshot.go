@@ -172,6 +172,12 @@ func (c *Controller) openSnapshot(f *fn, spec *function.Spec, d disks) {
 		version: spec.Digest, key: key, spec: spec, d: d,
 		dir: filepath.Join(c.opts.SnapshotsDir, f.name, key[:32]),
 	}
+	c.mu.Lock()
+	if old := f.snaps[spec.Digest]; old != nil && old.key == key && (old.snap != nil || old.building) {
+		c.mu.Unlock()
+		return // redeployed after a failure: keep what is there (and not touch a build's dir)
+	}
+	c.mu.Unlock()
 	if _, err := os.Stat(st.dir); err == nil {
 		snap, err := sn.Open(st.dir, key)
 		if err != nil {
@@ -187,10 +193,6 @@ func (c *Controller) openSnapshot(f *fn, spec *function.Spec, d disks) {
 	c.mu.Lock()
 	if f.snaps == nil {
 		f.snaps = map[string]*snapState{}
-	}
-	if old := f.snaps[spec.Digest]; old != nil && old.key == key && (old.snap != nil || old.building) {
-		c.mu.Unlock()
-		return // redeployed after a failure: keep what is there
 	}
 	f.snaps[spec.Digest] = st
 	if st.snap != nil {
@@ -717,6 +719,13 @@ func (c *Controller) samplePSS(f *fn, in *instance, m vm.Machine) {
 	in.pssAt = time.Now()
 	b, err := p.PSS()
 	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			c.pssDenied.Do(func() {
+				c.log.Warn("cannot read the VMs' memory use (PSS): reading another uid's /proc/<pid>/smaps_rollup needs CAP_SYS_PTRACE; pssBytes stays 0",
+					"function", f.name, "vm_id", in.id, "err", err)
+			})
+			return
+		}
 		c.log.Debug("measuring vm memory", "function", f.name, "vm_id", in.id, "err", err)
 		return
 	}
