@@ -128,6 +128,7 @@ type snapState struct {
 
 	snap     *vm.Snapshot  // nil: none usable
 	building bool          // a build runs
+	cancel   func()        // cancels the running build
 	done     chan struct{} // closed when the running build ends
 	lastErr  string
 	failures int       // builds failed in a row
@@ -375,19 +376,21 @@ func (c *Controller) buildSnapshot(f *fn, st *snapState) {
 	if wait := time.Until(st.retryAt); wait > 0 {
 		return // the retry timer set by the failure calls again
 	}
-	st.building, st.done = true, make(chan struct{})
+	ctx, cancel := context.WithTimeout(c.life, c.opts.BootTimeout+st.spec.Timeout+time.Minute)
+	st.building, st.done, st.cancel = true, make(chan struct{}), cancel
 	c.wg.Add(1)
-	go c.build(f, st)
+	go c.build(ctx, f, st)
 }
 
 // build makes st's snapshot with a builder VM of its own.
-func (c *Controller) build(f *fn, st *snapState) {
+func (c *Controller) build(ctx context.Context, f *fn, st *snapState) {
 	defer c.wg.Done()
 	sn := c.snapshotter()
 	log := c.log.With("function", f.name, "version", short(st.version), "key", short(st.key))
 	begin := time.Now()
-	snap, err := c.makeSnapshot(sn, f, st)
+	snap, err := c.makeSnapshot(ctx, sn, f, st)
 	c.mu.Lock()
+	st.cancel()
 	st.building = false
 	close(st.done)
 	current := !f.removed && !c.closed && f.snaps[st.version] == st
@@ -431,7 +434,9 @@ func (c *Controller) build(f *fn, st *snapState) {
 }
 
 // makeSnapshot boots the builder VM, warms it and saves it into st.dir.
-func (c *Controller) makeSnapshot(sn vm.Snapshotter, f *fn, st *snapState) (*vm.Snapshot, error) {
+// ctx bounds the boot, warm-up and saving; it is cancelled when the version
+// or function goes.
+func (c *Controller) makeSnapshot(ctx context.Context, sn vm.Snapshotter, f *fn, st *snapState) (*vm.Snapshot, error) {
 	secret, err := newSecret()
 	if err != nil {
 		return nil, err
@@ -451,9 +456,6 @@ func (c *Controller) makeSnapshot(sn vm.Snapshotter, f *fn, st *snapState) (*vm.
 		Agent:  agentConfig(f.name, st.spec, st.d, secret, control),
 		Egress: st.spec.Egress,
 	}
-	// Boot, warm-up and saving: a boot's bound plus a request's.
-	ctx, cancel := context.WithTimeout(c.life, c.opts.BootTimeout+st.spec.Timeout+time.Minute)
-	defer cancel()
 	c.log.Info("making snapshot with a builder vm", "function", f.name, "version", short(st.version), "vm_id", string(v.UID), "dir", st.dir)
 	return sn.Snapshot(ctx, spec, st.dir, c.warm(f.name, st.spec, secret))
 }
@@ -533,7 +535,10 @@ func (c *Controller) pruneVersions(f *fn) {
 	keep := map[string]bool{}
 	for v, st := range f.snaps {
 		if v != f.spec.Digest {
-			// A build still running for it deletes what it made.
+			// A build still running for it is stopped and deletes what it made.
+			if st.building {
+				st.cancel()
+			}
 			delete(f.snaps, v)
 			continue
 		}
@@ -561,12 +566,17 @@ func (c *Controller) pruneDir(name, dir string, keep map[string]bool) {
 	}
 }
 
+// removeSnapshotDir deletes a snapshot dir, and its function's dir when
+// that is left empty.
 func (c *Controller) removeSnapshotDir(name, dir string) {
 	if err := os.RemoveAll(dir); err != nil {
 		c.log.Error("deleting stale snapshot: delete it by hand", "function", name, "dir", dir, "err", err)
 		return
 	}
 	c.log.Info("stale snapshot deleted", "function", name, "dir", dir)
+	if parent := filepath.Dir(dir); parent != c.opts.SnapshotsDir {
+		_ = os.Remove(parent) // fails, as it should, unless empty
+	}
 }
 
 // forgetSnapshots deletes every snapshot of a removed function; c.mu is
@@ -580,6 +590,9 @@ func (c *Controller) forgetSnapshots(f *fn) {
 	taken := c.fns[f.name] != nil && c.fns[f.name] != f
 	for _, st := range f.snaps {
 		st.snap = nil
+		if st.building {
+			st.cancel()
+		}
 	}
 	c.mu.Unlock()
 	if !taken {

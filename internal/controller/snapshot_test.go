@@ -103,6 +103,9 @@ func (e *fakeSnapEngine) Snapshot(ctx context.Context, spec *vm.Spec, dir string
 	if hook != nil {
 		hook(ctx, dir)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -760,4 +763,33 @@ func TestStatusJSONInstances(t *testing.T) {
 			t.Errorf("snapshot JSON lacks %q: %s", want, js)
 		}
 	}
+}
+
+func TestRemovalCancelsSnapshotBuild(t *testing.T) {
+	e := newFakeSnapEngine()
+	started := make(chan struct{})
+	var once sync.Once
+	e.onSnapshot = func(ctx context.Context, dir string) {
+		once.Do(func() { close(started) })
+		<-ctx.Done() // a build that would take long
+	}
+	snapDir := t.TempDir()
+	c, dir := newSnapController(t, e, snapDir, noTicks)
+	writeScaled(t, dir, "fn", "maxReplicas: 2\n")
+	c.Sync("fn")
+	waitState(t, c, "fn", func(s Status) bool { return s.Snapshot != nil && s.Snapshot.State == SnapBuilding })
+	<-started
+	if err := os.RemoveAll(filepath.Join(dir, "fn")); err != nil {
+		t.Fatal(err)
+	}
+	c.Sync("fn")
+	eventually(t, "function gone", func() bool { _, err := c.Get(context.Background(), "fn"); return errors.Is(err, ErrNotFound) })
+	// The build ends at once (not after its minutes-long bound), and
+	// leaves nothing behind.
+	eventually(t, "build cancelled and its dir deleted", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		_, err := os.Stat(filepath.Join(snapDir, "fn"))
+		return errors.Is(err, os.ErrNotExist) && len(e.running()) == 0
+	})
 }
