@@ -191,6 +191,7 @@ func (e *Engine) snapshot(ctx context.Context, spec *vm.Spec, dir string, warm f
 	b := e.newBoot(spec)
 	b.mem, b.memShared, b.memGroup = mem, true, man.Group
 	b.cmdLine, b.mac = man.CmdLine, man.MAC
+	bootBegin := time.Now()
 	if err := b.Run(ctx, b.steps(nil, nil)); err != nil {
 		return nil, fmt.Errorf("booting: %w", err)
 	}
@@ -201,7 +202,7 @@ func (e *Engine) snapshot(ctx context.Context, spec *vm.Spec, dir string, warm f
 			err = fmt.Errorf("stopping the snapshot's vm: %w", serr)
 		}
 	}()
-	b.logStarted("vm booted for a snapshot", m, time.Now())
+	b.logStarted("vm booted for a snapshot", m, bootBegin)
 	man.Accel = b.accel
 	if warm != nil {
 		if err := warm(ctx, m); err != nil {
