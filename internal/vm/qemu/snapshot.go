@@ -191,6 +191,7 @@ func (e *Engine) snapshot(ctx context.Context, spec *vm.Spec, dir string, warm f
 	b := e.newBoot(spec)
 	b.mem, b.memShared, b.memGroup = mem, true, man.Group
 	b.cmdLine, b.mac = man.CmdLine, man.MAC
+	bootBegin := time.Now()
 	if err := b.Run(ctx, b.steps(nil, nil)); err != nil {
 		return nil, fmt.Errorf("booting: %w", err)
 	}
@@ -201,7 +202,7 @@ func (e *Engine) snapshot(ctx context.Context, spec *vm.Spec, dir string, warm f
 			err = fmt.Errorf("stopping the snapshot's vm: %w", serr)
 		}
 	}()
-	b.logStarted("vm booted for a snapshot", m, time.Now())
+	b.logStarted("vm booted for a snapshot", m, bootBegin)
 	man.Accel = b.accel
 	if warm != nil {
 		if err := warm(ctx, m); err != nil {
@@ -553,8 +554,16 @@ func (b *boot) incomingState(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.execute(ctx, "cont", nil)
-	return err
+	if _, err := c.execute(ctx, "cont", nil); err != nil {
+		return err
+	}
+	// The clone's slirp is new and does not know the guest's MAC: have the
+	// guest announce itself now (gratuitous ARP) rather than when slirp's
+	// first forwarded packet needs it. Best effort.
+	if _, err := c.execute(ctx, "announce-self", map[string]int{"initial": 1, "max": 1, "rounds": 1, "step": 1}); err != nil {
+		b.log.Debug("announce-self failed", "step", "incoming", "error", err)
+	}
+	return nil
 }
 
 // rekey makes the clone its own machine: POST /restore with the snapshot's
@@ -569,7 +578,8 @@ func (b *boot) rekey(ctx context.Context, snapSecret string) error {
 	endpoint := fmt.Sprintf("127.0.0.1:%d", b.controlPort)
 	tick := time.NewTicker(healthInterval)
 	defer tick.Stop()
-	for {
+	begin := time.Now()
+	for attempt := 1; ; attempt++ {
 		req := &protocol.Restore{
 			Secret: b.spec.Agent.Secret, ControlSecret: b.spec.Agent.ControlSecret, Entropy: entropy,
 			TimeUnixNano: time.Now().UnixNano(), Name: b.spec.VM.Name, VMID: string(b.spec.VM.UID),
@@ -580,11 +590,12 @@ func (b *boot) rekey(ctx context.Context, snapSecret string) error {
 			if res.Hook != "" {
 				b.log.Warn("the handler's restore hook failed; the clone serves anyway", "step", "re-key", "hook_error", res.Hook)
 			}
-			b.log.Debug("clone re-keyed", "step", "re-key", "clock_step_ms", res.ClockStepMs)
+			b.log.Debug("clone re-keyed", "step", "re-key", "clock_step_ms", res.ClockStepMs, "attempts", attempt, "took", time.Since(begin))
 			return nil
 		case errors.Is(err, vm.ErrSecretRefused) || strings.Contains(err.Error(), "restore answered"):
 			return b.withConsole(err)
 		}
+		b.log.Debug("re-key attempt failed", "step", "re-key", "attempt", attempt, "error", err, "after", time.Since(begin))
 		select {
 		case <-b.qemu.done:
 			return b.withConsole(b.qemu.exitError(b.path(qemuStderrName)))
