@@ -3,7 +3,8 @@
 # boots) and the idle RSS of one VM's qemu process; warm request latency,
 # exec vs http mode; folder copy to first 200 through the appliance (median
 # of 5); asynchronous calls accepted per second and completed per second
-# (scripts/bench-async). Prepares what it needs like `make test`
+# (scripts/bench-async); restore vs boot and clone vs booted PSS
+# (scripts/bench-snapshot.sh). Prepares what it needs like `make test`
 # (scripts/prepare.sh). Boots VMs: run it as `flock /tmp/faas-vm.lock make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ source scripts/prepare.sh >/dev/null
 go test -run '^$' -bench 'BenchmarkBoot' -benchtime 7x ./internal/vm/qemu
 go test -run '^$' -bench 'BenchmarkWarm' -benchtime 50x ./internal/vm/qemu
 go test -run '^$' -bench 'BenchmarkFolderToFirst200' -benchtime 5x ./cmd/appliance
+# Snapshot restore vs boot, idle PSS of clones vs booted VMs (issue 11).
+bash scripts/bench-snapshot.sh engine
 # Asynchronous calls: accepted/s at the gateway, completions/s end to end.
 go run ./scripts/bench-async
 # Gateway vs nginx in front of the same tiny backend (no VM; ~1 min).

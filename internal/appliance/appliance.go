@@ -99,7 +99,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 		Metrics:    mets,
 		Logs:       funcLogs,
 		SecretsDir: cfg.SecretsDir,
-		Logger:     log,
+		// VM snapshots survive restarts (unlike the folder copies in
+		// "snapshots", cleared at every start).
+		SnapshotsDir: filepath.Join(cfg.StateDir, "vm-snapshots"),
+		Logger:       log,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
 
 	queue, err := openQueue(ctx, cfg, mets, log)
@@ -163,8 +166,12 @@ func (a *Appliance) Watch(ctx context.Context) error {
 			a.Controller.Sync(n)
 		}
 	}
-	// Every function is known to the controller now: queued calls
-	// (from before a restart too) may be delivered.
+	// Every function is known to the controller now: snapshots of
+	// functions removed while the appliance was down can go.
+	if _, err := a.Controller.PruneSnapshots(); err != nil {
+		a.log.Warn("deleting stale VM snapshots; they take disk space until deleted by hand", "err", err)
+	}
+	// Queued calls (from before a restart too) may be delivered.
 	if err := a.StartQueue(ctx); err != nil {
 		closeAll()
 		return err
@@ -287,3 +294,6 @@ func defaultMemory(m config.Size) string {
 
 // The gateway counts truncated answers through the metrics.
 var _ gateway.TruncationObserver = (*metrics.Metrics)(nil)
+
+// The controller reports snapshots and memory through the metrics.
+var _ controller.SnapshotRecorder = (*metrics.Metrics)(nil)

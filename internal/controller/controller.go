@@ -13,6 +13,7 @@
 //	instance.go    one instance's life: register, boot, stop, crash and health watches
 //	admission.go   the data plane: per-function state, pick, Acquire, the FIFO of waiting requests, leases, suspects
 //	status.go      the read model: List, Get, Logs
+//	snapshot.go    VM snapshots per version: key, build, restore, fallback, pruning; PSS
 //	scale.go       the autoscaler
 //	types.go       what the API and the gateway see: states, errors, Status, Instance
 //	latency.go     the latency ring; tail.go the console tail
@@ -90,7 +91,11 @@ type Options struct {
 	// SecretsDir holds the operator's secrets, one file per secret; ""
 	// offers none (a function naming one is invalid).
 	SecretsDir string
-	Logger     *slog.Logger
+	// SnapshotsDir holds the versions' VM snapshots (snapshot.go), one
+	// directory per function and key; "" or an engine without
+	// vm.Snapshotter: every instance boots.
+	SnapshotsDir string
+	Logger       *slog.Logger
 }
 
 // Prober checks one instance's health.
@@ -182,6 +187,8 @@ type Controller struct {
 	dir sync.Map // name → *fn
 	// kicks asks the autoscaler to look at one function now (see kick).
 	kicks chan *fn
+	// pssDenied: the warning that PSS cannot be read was logged.
+	pssDenied sync.Once
 }
 
 // New returns a controller. Call Sync for each function folder (the watcher
@@ -279,6 +286,10 @@ type fn struct {
 	pending bool
 
 	secretNames []string // the secrets the last version read names
+
+	// snaps are the snapshots of the serving version and of one being
+	// deployed, by version digest (snapshot.go)
+	snaps map[string]*snapState
 
 	crashes     int       // consecutive crashes, for the backoff
 	lastConsole string    // console tail of the last instance that died

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	api "github.com/weaveworks/ignite/pkg/apis/ignite"
@@ -36,9 +37,15 @@ type instance struct {
 	control string // the control secret: only health checks and the engine's poweroff
 	m       vm.Machine
 	state   string
-	started time.Time     // when the VM became ready to serve
-	drained chan struct{} // closed when draining and inflight reaches 0
-	check   chan struct{} // asks the health watch for a check now (a suspect)
+	started time.Time // when the VM became ready to serve
+	// how it started (StartBoot, StartRestore; "" while starting) and how
+	// long that took
+	method    string
+	startTook time.Duration
+	pss       atomic.Int64  // last PSS sample (bytes), 0: none
+	pssAt     time.Time     // when it was taken; the health watch's
+	drained   chan struct{} // closed when draining and inflight reaches 0
+	check     chan struct{} // asks the health watch for a check now (a suspect)
 
 	// data plane, guarded by the function's admission lock
 	inflight      int
@@ -90,7 +97,19 @@ func (c *Controller) register(f *fn, spec *function.Spec) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := vm.NewVM(f.name)
+	v := newVMObject(f.name, spec)
+	in := &instance{
+		id: string(v.UID), vm: v, version: spec.Digest, spec: spec, secret: secret, control: control,
+		state: instBooting, drained: make(chan struct{}), stopped: make(chan struct{}), check: make(chan struct{}, 1),
+	}
+	f.instances = append(f.instances, in)
+	c.notify(f)
+	return in, nil
+}
+
+// newVMObject is the VM object of a new VM of spec.
+func newVMObject(name string, spec *function.Spec) *api.VM {
+	v := vm.NewVM(name)
 	v.Spec.CPUs = spec.VM.Spec.CPUs
 	v.Spec.Memory = spec.VM.Spec.Memory
 	v.Spec.DiskSize = spec.VM.Spec.DiskSize
@@ -108,23 +127,16 @@ func (c *Controller) register(f *fn, spec *function.Spec) (*instance, error) {
 	if oci, err := meta.NewOCIImageRef(ref); err == nil {
 		v.Spec.Image.OCI = oci
 	}
-	in := &instance{
-		id: string(v.UID), vm: v, version: spec.Digest, spec: spec, secret: secret, control: control,
-		state: instBooting, drained: make(chan struct{}), stopped: make(chan struct{}), check: make(chan struct{}, 1),
-	}
-	f.instances = append(f.instances, in)
-	c.notify(f)
-	return in, nil
+	return v
 }
 
-// start boots the VM of a registered instance and waits until its agent
-// answers. On failure the instance is forgotten.
-func (c *Controller) start(f *fn, in *instance, d disks) error {
-	spec := in.spec
+// agentConfig is the guest agent's configuration for a VM of spec with
+// the given per-VM secrets.
+func agentConfig(name string, spec *function.Spec, d disks, secret, control string) protocol.Config {
 	agent := protocol.Config{
-		Name:          f.name,
-		Secret:        in.secret,
-		ControlSecret: in.control,
+		Name:          name,
+		Secret:        secret,
+		ControlSecret: control,
 		Mode:          spec.Mode,
 		Runtime:       spec.Runtime,
 		Handler:       spec.Handler,
@@ -133,7 +145,7 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		Secrets:       d.secrets,
 		Template:      spec.Template,
 		Function:      spec.Function,
-		MemoryMB:      int(in.vm.Spec.Memory.MBytes()),
+		MemoryMB:      int(spec.VM.Spec.Memory.MBytes()),
 		Deps:          d.deps != "",
 		Timeout:       protocol.Duration(spec.Timeout),
 		Network:       protocol.Network{Address: protocol.GuestAddress, Gateway: protocol.GuestGateway},
@@ -141,7 +153,17 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 	if spec.Egress {
 		agent.Network.DNS = protocol.GuestDNS
 	}
-	ctx, cancel := context.WithTimeout(c.life, c.opts.BootTimeout)
+	return agent
+}
+
+// start boots the VM of a registered instance and waits until its agent
+// answers. On failure the instance is forgotten.
+func (c *Controller) start(f *fn, in *instance, d disks) error {
+	spec := in.spec
+	agent := agentConfig(f.name, spec, d, in.secret, in.control)
+	// Cancelled when the instance is stopped; each attempt (restore, boot)
+	// has its own BootTimeout.
+	ctx, cancel := context.WithCancel(c.life)
 	defer cancel()
 	c.mu.Lock()
 	in.abortBoot = cancel
@@ -154,9 +176,7 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		c.mu.Unlock()
 		return fmt.Errorf("booting vm for %s: %w", f.name, errStoppedBooting)
 	}
-	start := time.Now()
-	c.log.Info("booting vm", "function", f.name, "vm_id", in.id, "version", short(spec.Digest), "engine", c.engine.Name())
-	m, err := c.engine.Start(ctx, &vm.Spec{
+	m, method, took, err := c.startMachine(ctx, f, in, &vm.Spec{
 		VM: in.vm, Kernel: c.opts.Kernel, Initrd: c.opts.Initrd,
 		RootFS: d.rootfs, Code: d.code, Deps: d.deps, Agent: agent, Egress: spec.Egress,
 	})
@@ -171,16 +191,15 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		}
 		return fmt.Errorf("booting vm for %s: %w", f.name, err)
 	}
-	took := time.Since(start)
 	c.mu.Lock()
-	in.m, in.started = m, time.Now()
+	in.m, in.started, in.method, in.startTook = m, time.Now(), method, took
 	if in.stopCalled { // stopped (removed, shut down) while it booted
 		c.mu.Unlock()
 		c.stopMachine(f, in.id, m)
 		return fmt.Errorf("booting vm for %s: %w", f.name, errStoppedBooting)
 	}
 	if !f.removed {
-		c.rec.VMStarted(f.name, StartBoot, took)
+		c.rec.VMStarted(f.name, method, took)
 	}
 	c.wg.Add(2)
 	go c.watchInstance(f, in, m)
@@ -190,7 +209,7 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		go c.collectLogs(f, in, m)
 	}
 	c.mu.Unlock()
-	c.log.Info("vm ready", "function", f.name, "vm_id", in.id, "boot_seconds", took.Seconds(), "endpoint", m.Endpoint())
+	c.log.Info("vm ready", "function", f.name, "vm_id", in.id, "start", method, "start_seconds", took.Seconds(), "endpoint", m.Endpoint())
 	return nil
 }
 
@@ -225,6 +244,7 @@ func (c *Controller) watchInstance(f *fn, in *instance, m vm.Machine) {
 	c.notify(f)
 	c.mu.Unlock()
 	c.log.Error("vm crashed; replacing it after backoff", "function", f.name, "vm_id", in.id, "err", err, "backoff", delay)
+	c.instanceGone(f, in)
 	c.stopInstance(f, in) // removes its files
 	t := time.NewTimer(delay)
 	defer t.Stop()
@@ -260,6 +280,7 @@ func (c *Controller) stopInstanceWithin(ctx context.Context, f *fn, in *instance
 	m := in.m
 	f.instances = without(f.instances, in)
 	c.notify(f)
+	c.instanceGone(f, in)
 	c.mu.Unlock()
 	if m != nil {
 		c.stopMachineWithin(ctx, f, in.id, m)
@@ -288,6 +309,7 @@ func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
 	t := time.NewTicker(c.opts.HealthInterval)
 	defer t.Stop()
 	failures := 0
+	c.samplePSS(f, in, m)
 	for {
 		suspect := false
 		select {
@@ -311,6 +333,7 @@ func (c *Controller) watchHealth(f *fn, in *instance, m vm.Machine) {
 		cancel()
 		if err == nil {
 			failures = 0
+			c.samplePSS(f, in, m)
 			if suspect {
 				c.clearSuspect(f, in)
 			}

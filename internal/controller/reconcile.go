@@ -143,6 +143,7 @@ func (c *Controller) reconcile(f *fn) {
 		return
 	}
 	d.secrets = secrets
+	c.openSnapshot(f, spec, d)
 	started, err := c.bootN(f, spec, d, want)
 	if err != nil {
 		c.fail(f, StateFailed, err)
@@ -189,9 +190,32 @@ func (c *Controller) prepare(ctx context.Context, spec *function.Spec) (disks, e
 	return d, nil
 }
 
-// bootN boots n instances of spec at once and waits for all of them; if
-// any fails, it stops the others and returns the first error.
+// bootN starts n instances of spec and waits for all of them; if any
+// fails, it stops the others and returns the first error. When the version
+// could have a snapshot but has none yet, the first boots alone, the
+// snapshot is made, and the others restore from it.
 func (c *Controller) bootN(f *fn, spec *function.Spec, d disks, n int) ([]*instance, error) {
+	if n <= 1 || !c.snapshotPending(f, spec.Digest) {
+		return c.startN(f, spec, d, n)
+	}
+	first, err := c.startN(f, spec, d, 1)
+	if err != nil {
+		return nil, err
+	}
+	if !c.awaitSnapshot(f, spec.Digest) {
+		c.log.Warn("no snapshot for the deploy's other replicas: they boot", "function", f.name, "version", short(spec.Digest))
+	}
+	rest, err := c.startN(f, spec, d, n-1)
+	if err != nil {
+		c.stopInstance(f, first[0])
+		return nil, err
+	}
+	return append(first, rest...), nil
+}
+
+// startN starts n instances of spec at once and waits for all of them; if
+// any fails, it stops the others and returns the first error.
+func (c *Controller) startN(f *fn, spec *function.Spec, d disks, n int) ([]*instance, error) {
 	ins := make([]*instance, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -242,6 +266,8 @@ func (c *Controller) promote(f *fn, spec *function.Spec, d disks, ready []*insta
 			draining++
 		}
 	}
+	c.pruneVersions(f)
+	c.ensureSnapshot(f)
 	c.notify(f)
 	c.mu.Unlock()
 	if old != nil {
@@ -315,4 +341,5 @@ func (c *Controller) remove(f *fn) {
 		go func() { defer wg.Done(); c.stopInstance(f, in) }()
 	}
 	wg.Wait()
+	c.forgetSnapshots(f)
 }

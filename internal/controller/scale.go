@@ -158,6 +158,7 @@ func (c *Controller) scaleOut(f *fn, n int) {
 			}
 			in.state = instReady
 			f.state = StateReady
+			c.ensureSnapshot(f)
 			c.notify(f)
 			c.mu.Unlock()
 		}()

@@ -88,6 +88,8 @@ func (c *Controller) status(f *fn, ring *latencies) Status {
 		s.InFlight += in.inflight
 	}
 	f.dp.mu.Unlock()
+	s.Instances = instanceStatus(f)
+	s.Snapshot = c.snapshotStatus(f)
 	if f.spec != nil {
 		s.Runtime, s.Mode, s.Handler, s.Version = f.spec.Runtime, f.spec.Mode, f.spec.Handler, short(f.spec.Digest)
 		for _, in := range f.instances {

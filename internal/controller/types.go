@@ -52,6 +52,11 @@ type Status struct {
 	Queued      int       `json:"queued"`   // requests waiting for a free slot or a boot
 	Latency     Latency   `json:"latency"`
 	Scale       Scale     `json:"scale,omitzero"` // the serving version's settings
+	// Instances are the function's VMs, every version's, and how each
+	// started; Snapshot the serving version's snapshot (nil before a
+	// version is known).
+	Instances []InstanceStatus `json:"instances"`
+	Snapshot  *SnapshotStatus  `json:"snapshot,omitempty"`
 }
 
 // Counts are per-function invocation counters.

@@ -15,7 +15,8 @@
 //	faasvm_cold_starts_total{function_name}   counter (requests that waited for a boot)
 //	faasvm_queue_depth{function_name}         gauge (requests waiting for a slot)
 //
-// and the asynchronous queue's (async.go).
+// and the snapshots' and VMs' memory (snapshot.go), and the asynchronous
+// queue's (async.go).
 //
 // function_name is the folder's name (OpenFaaS appends a namespace such as
 // ".openfaas-fn"; there is none here).
@@ -54,7 +55,8 @@ type Metrics struct {
 	queue    *prometheus.GaugeVec
 	// truncated counts answers cut off mid-body, by the status sent.
 	truncated *prometheus.CounterVec
-	async     *asyncMetrics // see async.go
+	async     *asyncMetrics    // see async.go
+	snap      *snapshotMetrics // see snapshot.go
 
 	// mu guards known; the hot path (InvocationStarted, InvocationDone,
 	// FunctionState of a known function) only read-locks it for the
@@ -136,6 +138,7 @@ func New() *Metrics {
 		}, []string{labelFunction, labelCode}),
 		known: map[string]*fnSeries{},
 		async: newAsyncMetrics(),
+		snap:  newSnapshotMetrics(),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -143,6 +146,7 @@ func New() *Metrics {
 		m.started, m.total, m.seconds, m.replicas, m.boot, m.cold, m.queue, m.truncated,
 	)
 	m.reg.MustRegister(m.async.collectors()...)
+	m.reg.MustRegister(m.snap.collectors()...)
 	return m
 }
 
@@ -234,4 +238,5 @@ func (m *Metrics) Forget(function string) {
 	}, m.async.vecs()...) {
 		v.DeletePartialMatch(l)
 	}
+	m.snap.forget(function)
 }

@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -82,6 +83,46 @@ func (c *AgentClient) Poweroff(ctx context.Context, log *slog.Logger, endpoint, 
 		return fmt.Errorf("poweroff answered %d", status)
 	}
 	return nil
+}
+
+// RestoreTimeout bounds a Restore request: the agent waits up to 5 s for
+// the handler's on_restore hook before it answers.
+const RestoreTimeout = 10 * time.Second
+
+// Restore re-keys a VM restored from a snapshot: it posts r to the agent's
+// control listener at endpoint with secret, the control secret the VM had
+// when it was snapshotted (protocol.RestorePath). On a 403 the error wraps
+// ErrSecretRefused.
+func (c *AgentClient) Restore(ctx context.Context, endpoint, secret string, r *protocol.Restore) (*protocol.RestoreResult, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encoding restore request: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, RestoreTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+endpoint+protocol.RestorePath, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(protocol.ControlHeader, secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode == http.StatusForbidden:
+		return nil, fmt.Errorf("agent at %s %w", endpoint, ErrSecretRefused)
+	case resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("restore answered %d: %s", resp.StatusCode, bytes.TrimSpace(answer))
+	}
+	var res protocol.RestoreResult
+	if err := json.Unmarshal(answer, &res); err != nil {
+		return nil, fmt.Errorf("decoding the restore answer: %w", err)
+	}
+	return &res, nil
 }
 
 // do sends a bodiless request with the VM's control secret to the agent and

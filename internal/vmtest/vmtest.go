@@ -135,13 +135,21 @@ func ProcessesWith(s string) []int {
 }
 
 // RSSKiB returns a process's resident set size in KiB (0 if unknown).
-func RSSKiB(pid int) int {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+func RSSKiB(pid int) int { return procKiB(pid, "status", "VmRSS:") }
+
+// PSSKiB returns a process's proportional set size in KiB (its private
+// pages plus its share of pages mapped by others), from smaps_rollup (0 if
+// unknown).
+func PSSKiB(pid int) int { return procKiB(pid, "smaps_rollup", "Pss:") }
+
+// procKiB returns the "key: N kB" figure of /proc/<pid>/<file>.
+func procKiB(pid int, file, key string) int {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), file))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == key {
 			n, _ := strconv.Atoi(f[1])
 			return n
 		}

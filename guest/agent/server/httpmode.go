@@ -62,6 +62,7 @@ type httpHandler struct {
 	addr       string             // where the running bootstrap listens
 	pid        int                // the running bootstrap's pid; 0 when none
 	restores   int                // restore notifications sent (names the ack file)
+	restarting bool               // the bootstrap was killed to start afresh (RestartOnRestore)
 	cancel     context.CancelFunc // ends the supervisor
 	supervisor chan struct{}      // closed when the supervisor has returned
 }
@@ -181,6 +182,14 @@ func (h *httpHandler) supervise(ctx context.Context, done chan<- struct{}) {
 		err := h.runOnce(ctx, script)
 		if ctx.Err() != nil {
 			return
+		}
+		h.mu.Lock()
+		restart := h.restarting
+		h.restarting = false
+		h.mu.Unlock()
+		if restart {
+			h.log.Info("bootstrap restarted after a restore", "step", "restore")
+			continue
 		}
 		if time.Since(began) >= healthyRun {
 			backoff = h.opts.RestartMin
@@ -318,6 +327,18 @@ func (h *httpHandler) restored(ctx context.Context, r *protocol.Restore) string 
 	h.mu.Unlock()
 	if pid == 0 {
 		return "" // nothing runs yet: a bootstrap started from now on starts fresh
+	}
+	if h.boot.RestartOnRestore {
+		// The clone gets a bootstrap of its own: until it listens, the
+		// handler is starting (not failed) and health checks wait.
+		h.mu.Lock()
+		h.restarting = true
+		h.st = Status{State: StateStarting}
+		h.mu.Unlock()
+		if err := killGroup(pid, syscall.SIGKILL); err != nil {
+			return "restarting the bootstrap: " + err.Error()
+		}
+		return ""
 	}
 	info, _ := json.Marshal(map[string]any{"n": n, "name": r.Name, "vmId": r.VMID})
 	done := filepath.Join(h.opts.RunDir, fmt.Sprintf("restore-%d.done", n))

@@ -82,33 +82,39 @@ func TestRestoreRequests(t *testing.T) {
 
 // A python handler's on_restore hook runs, Python's random is reseeded,
 // and a failing hook is reported without stopping the handler.
-func TestRestorePythonHook(t *testing.T) {
+func TestRestoreHooks(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name, source, wantHook string
+		name, runtime, source, wantHook string
 	}{
-		{"hook", `import random
+		{"hook", "python3", `import random
 calls = []
 def on_restore(info):
     calls.append(info["vmId"])
 def handle(req):
     return {"calls": calls, "r": random.random()}
 `, ""},
-		{"failing hook", `def on_restore(info):
+		{"failing hook", "python3", `def on_restore(info):
     raise RuntimeError("cannot reconnect")
 def handle(req):
     return "ok"
 `, "RuntimeError: cannot reconnect"},
-		{"no hook", `def handle(req):
+		{"no hook", "python3", `def handle(req):
     return "ok"
+`, ""},
+		// Node's random state (V8's Math.random, OpenSSL's DRBG) cannot be
+		// reseeded: the clone runs a fresh bootstrap instead.
+		{"node restarts", "node", `const id = require("node:crypto").randomUUID();
+module.exports = async () => ({ statusCode: 200, body: JSON.stringify({ calls: [], id }) });
 `, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := protocol.Config{Mode: protocol.ModeHTTP, Runtime: "python3", Handler: "handler.py"}
+			file := map[string]string{"python3": "handler.py", "node": "handler.js"}[tt.runtime]
+			cfg := protocol.Config{Mode: protocol.ModeHTTP, Runtime: tt.runtime, Handler: file}
 			needInterpreter(t, cfg)
-			a := newAgent(t, cfg, map[string]string{"handler.py": tt.source}, nil)
+			a := newAgent(t, cfg, map[string]string{file: tt.source}, nil)
 			a.waitHealth(t, StateReady, 20*time.Second)
 			before := a.do(t, http.MethodGet, "/", "", nil)
 			r, err := a.sendTo(t.Context(), a.controlURL, protocol.ControlHeader, testControlSecret, http.MethodPost, protocol.RestorePath, restoreBody(t, testSecret+"2", testControlSecret+"2"), nil)
@@ -123,8 +129,22 @@ def handle(req):
 				t.Fatalf("hook: got %q, want %q", res.Hook, tt.wantHook)
 			}
 			after, err := a.sendTo(t.Context(), a.url, protocol.SecretHeader, testSecret+"2", http.MethodGet, "/", "", nil)
+			for deadline := time.Now().Add(20 * time.Second); tt.runtime == "node" && (err != nil || after.status != http.StatusOK) && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond) // the fresh bootstrap is starting
+				after, err = a.sendTo(t.Context(), a.url, protocol.SecretHeader, testSecret+"2", http.MethodGet, "/", "", nil)
+			}
 			if err != nil || after.status != http.StatusOK {
 				t.Fatalf("after restore: got %d %s (%v), want 200", after.status, after.body, err)
+			}
+			if tt.runtime == "node" {
+				var b, a2 struct {
+					ID string `json:"id"`
+				}
+				_ = json.Unmarshal(before.body, &b)
+				_ = json.Unmarshal(after.body, &a2)
+				if b.ID == "" || b.ID == a2.ID {
+					t.Fatalf("node bootstrap after restore: before %s, after %s; want a fresh process (another id)", before.body, after.body)
+				}
 			}
 			if tt.name == "hook" {
 				var b, a2 struct {

@@ -94,11 +94,46 @@ type qemuArgs struct {
 	Deps                 string // "" when the VM has no dependency disk
 	Egress               bool   // restrict=off: the guest may open connections
 	MAC                  string
+	// Memory, when set, puts guest RAM in a file QEMU inherited (snapshots).
+	Memory *memoryFile
+	// TBSizeMiB sizes TCG's translation cache (tb-size); 0: QEMU's default.
+	TBSizeMiB int
+	// Incoming makes QEMU wait for a migration stream (-incoming defer):
+	// the engine starts it over QMP from an inherited descriptor.
+	Incoming bool
 }
+
+// memoryFile is guest RAM in a file: QEMU maps the inherited descriptor FD
+// (it reopens it through /proc/self/fd). Shared (MAP_SHARED) while a
+// snapshot's VM runs, so the file receives the RAM; private (MAP_PRIVATE)
+// for a restore, so the clone's writes stay its own and the file never
+// changes.
+type memoryFile struct {
+	FD     int
+	Shared bool
+}
+
+// memBackendID names the memory backend object.
+const memBackendID = "mem"
 
 // buildQEMUArgs returns QEMU's arguments (without the binary) for a.
 func buildQEMUArgs(a qemuArgs) []string {
 	args := machineArgs(a.Accel)
+	if a.Accel == AccelTCG && a.TBSizeMiB > 0 {
+		args[3] += ",tb-size=" + strconv.Itoa(a.TBSizeMiB)
+	}
+	if a.Memory != nil {
+		share := "off"
+		if a.Memory.Shared {
+			share = "on"
+		}
+		args[1] += ",memory-backend=" + memBackendID
+		args = append(args, "-object", fmt.Sprintf("memory-backend-file,id=%s,size=%dM,mem-path=%s,share=%s,prealloc=off",
+			memBackendID, a.MemoryMiB, procFD(a.Memory.FD), share))
+	}
+	if a.Incoming {
+		args = append(args, "-incoming", "defer")
+	}
 	args = append(args, sandboxArgs()...)
 	args = append(args,
 		"-name", "guest="+optEscape(a.Name),

@@ -72,6 +72,38 @@ func TestBuildQEMUArgs(t *testing.T) {
 			want:   map[string][]string{"-accel": {"kvm"}, "-cpu": {"host"}},
 		},
 		{
+			name:   "tcg translation cache sized",
+			modify: func(a *qemuArgs) { a.TBSizeMiB = 64 },
+			want:   map[string][]string{"-accel": {"tcg,tb-size=64"}},
+		},
+		{
+			name:   "tb-size is for tcg only",
+			modify: func(a *qemuArgs) { a.Accel, a.TBSizeMiB = AccelKVM, 64 },
+			want:   map[string][]string{"-accel": {"kvm"}},
+		},
+		{
+			name:   "snapshot's vm: RAM in a shared file from a descriptor",
+			modify: func(a *qemuArgs) { a.Memory = &memoryFile{FD: 9, Shared: true} },
+			want: map[string][]string{
+				"-M":        {"microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem"},
+				"-object":   {"memory-backend-file,id=mem,size=256M,mem-path=/proc/self/fd/9,share=on,prealloc=off"},
+				"-incoming": nil,
+			},
+		},
+		{
+			name:   "restore: RAM file private, state incoming later",
+			modify: func(a *qemuArgs) { a.Memory, a.Incoming = &memoryFile{FD: 9}, true },
+			want: map[string][]string{
+				"-object":   {"memory-backend-file,id=mem,size=256M,mem-path=/proc/self/fd/9,share=off,prealloc=off"},
+				"-incoming": {"defer"},
+			},
+		},
+		{
+			name:   "a boot has no memory backend",
+			modify: func(a *qemuArgs) {},
+			want:   map[string][]string{"-object": nil, "-incoming": nil, "-M": {"microvm,x-option-roms=off,isa-serial=on,rtc=on"}},
+		},
+		{
 			name:   "memory and cpus",
 			modify: func(a *qemuArgs) { a.MemoryMiB, a.CPUs = 1024, 4 },
 			want:   map[string][]string{"-m": {"1024"}, "-smp": {"4"}},

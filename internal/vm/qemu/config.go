@@ -50,8 +50,9 @@ type Config struct {
 	// root runs QEMU as itself whatever this says.
 	UIDBase int
 	// UIDCount is the size of each of the two pools (VMs without and with
-	// egress), so at most this many VMs of a kind run at once. Default
-	// DefaultUIDCount.
+	// egress), so at most this many VMs of a kind run at once. Snapshots'
+	// RAM files get group IDs of their own right after both pools (2 x
+	// UIDCount of them). Default DefaultUIDCount.
 	UIDCount int
 	// Firewall keeps the VMs' own connections off the appliance. Without
 	// one (nil), VMs with egress are refused: the guest could reach the
@@ -77,6 +78,9 @@ type Config struct {
 	// ProbeTimeout bounds the probe boot that decides whether KVM works
 	// (Accel AccelAuto or AccelKVM). Default DefaultProbeTimeout.
 	ProbeTimeout time.Duration
+	// TBSizeMiB sizes the TCG translation cache of each VM (QEMU's
+	// tb-size, in MiB); 0 keeps QEMU's default. Only under TCG.
+	TBSizeMiB int
 	// Logger receives the engine's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -119,11 +123,14 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("qemu config: accel %q is not %q, %q or %q", c.Accel, AccelAuto, AccelKVM, AccelTCG)
 	}
+	if c.TBSizeMiB < 0 {
+		return fmt.Errorf("qemu config: tb size %d MiB is negative", c.TBSizeMiB)
+	}
 	if c.UIDCount < 0 {
 		return fmt.Errorf("qemu config: uid count %d is negative", c.UIDCount)
 	}
-	if d := c.withDefaults(); d.UIDBase > 0 && int64(d.UIDBase)+2*int64(d.UIDCount) > math.MaxUint32-1 {
-		return fmt.Errorf("qemu config: uids from %d for 2 x %d VMs go past the largest user id", d.UIDBase, d.UIDCount)
+	if d := c.withDefaults(); d.UIDBase > 0 && int64(d.UIDBase)+4*int64(d.UIDCount) > math.MaxUint32-1 {
+		return fmt.Errorf("qemu config: uids from %d for 2 x %d VMs (and as many snapshot groups after them) go past the largest user id", d.UIDBase, d.UIDCount)
 	}
 	if err := vm.ValidateDirs("qemu", c.StateDir, c.KeepLogsDir); err != nil {
 		return err

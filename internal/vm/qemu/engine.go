@@ -52,6 +52,10 @@ type Engine struct {
 	// would repeat at every boot appear once.
 	warnedFirewall, warnedRoot atomic.Bool
 
+	versionOnce sync.Once      // asks QEMU's version once (snapshot keys)
+	version     string         // the first line of qemu --version
+	snapGroups  snapshotGroups // the groups of snapshots' RAM files
+
 	probing chan struct{} // one-slot semaphore: one accelerator decision at a time
 	mu      sync.Mutex    // guards the fields below
 	accel   string        // AccelKVM or AccelTCG once decided
@@ -158,6 +162,18 @@ func (e *Engine) Start(ctx context.Context, spec *vm.Spec) (vm.Machine, error) {
 	if spec == nil || spec.VM == nil {
 		return nil, errors.New("starting vm: spec has no VM object")
 	}
+	b := e.newBoot(spec)
+	begin := time.Now()
+	if err := b.Run(ctx, b.steps(nil, nil)); err != nil {
+		return nil, fmt.Errorf("starting vm %s: %w", spec.VM.Name, err)
+	}
+	m := newMachine(b)
+	b.logStarted("vm started", m, begin)
+	return m, nil
+}
+
+// newBoot returns the boot of spec (spec.VM set).
+func (e *Engine) newBoot(spec *vm.Spec) *boot {
 	b := &boot{
 		e:    e,
 		spec: spec,
@@ -167,29 +183,38 @@ func (e *Engine) Start(ctx context.Context, spec *vm.Spec) (vm.Machine, error) {
 	}
 	b.Timeout = e.cfg.BootTimeout
 	b.Log = b.log
-	begin := time.Now()
-	err := b.Run(ctx, []vm.Step{
+	return b
+}
+
+// steps are the steps of a boot: afterAccel run once the accelerator is
+// known, beforeReady once QEMU runs and its ports are known (a restore's
+// incoming migration and re-keying).
+func (b *boot) steps(afterAccel, beforeReady []vm.Step) []vm.Step {
+	steps := []vm.Step{
 		{Name: "assets", Run: b.assets},
 		{Name: "config disk", Run: b.configDisk},
 		{Name: "accel", Run: b.chooseAccel},
-		{Name: "user", Run: b.user},
-		{Name: "network", Timed: true, Run: b.network},
-		{Name: "files", Timed: true, Run: b.files},
-		{Name: "process", Timed: true, Run: b.process},
-		{Name: "endpoint", Timed: true, Run: b.endpoint},
-		{Name: "agent ready", Timed: true, Run: b.agentReady},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("starting vm %s: %w", spec.VM.Name, err)
 	}
-	m := newMachine(b)
+	steps = append(steps, afterAccel...)
+	steps = append(steps,
+		vm.Step{Name: "user", Run: b.user},
+		vm.Step{Name: "network", Timed: true, Run: b.network},
+		vm.Step{Name: "files", Timed: true, Run: b.files},
+		vm.Step{Name: "process", Timed: true, Run: b.process},
+		vm.Step{Name: "endpoint", Timed: true, Run: b.endpoint},
+	)
+	steps = append(steps, beforeReady...)
+	return append(steps, vm.Step{Name: "agent ready", Timed: true, Run: b.agentReady})
+}
+
+// logStarted logs that m is up, with how long since begin.
+func (b *boot) logStarted(msg string, m *machine, begin time.Time) {
 	uid := "engine's own"
 	if b.cred != nil {
 		uid = strconv.FormatUint(uint64(b.cred.Uid), 10)
 	}
-	b.log.Info("vm started", "accel", b.accel, "endpoint", m.endpoint, "control_endpoint", m.controlEndpoint,
-		"egress", spec.Egress, "uid", uid, "took", time.Since(begin))
-	return m, nil
+	b.log.Info(msg, "accel", b.accel, "endpoint", m.endpoint, "control_endpoint", m.controlEndpoint,
+		"egress", b.spec.Egress, "uid", uid, "took", time.Since(begin))
 }
 
 // boot is one Start in progress: its steps are methods run by the
@@ -209,6 +234,17 @@ type boot struct {
 	dataPort    int                 // loopback port forwarded to the agent's data listener
 	controlPort int                 // and to its control listener
 	qemu        *process
+
+	// Set for snapshots and restores (see snapshot.go).
+	mem       *os.File // guest RAM file, handed to QEMU (nil: anonymous RAM)
+	memShared bool     // map mem shared (a snapshot's VM) rather than private (a clone)
+	memGroup  uint32   // the snapshot's group, given to QEMU to open mem; 0: none
+	incoming  *os.File // device state to restore (nil: a boot)
+	mac       string   // the NIC's MAC ("": derived from the VM's UID)
+	cmdLine   string   // the kernel command line ("": built from the spec)
+	memFD     int      // mem's descriptor number in QEMU
+	stateFD   int      // incoming's descriptor number in QEMU
+	secret    string   // the control secret the agent takes now ("": the spec's)
 }
 
 func (b *boot) path(name string) string { return filepath.Join(b.dir, name) }
@@ -264,6 +300,11 @@ func (b *boot) user(context.Context) error {
 	if cred == nil && kvm && b.e.users.enabled && b.e.warnedRoot.CompareAndSwap(false, true) {
 		b.log.Warn("QEMU runs as the appliance's user under KVM: the KVM device is not read-write for its group "+
 			"(chmod 0660 and chgrp it to a kvm group to run VMs deprivileged)", "device", b.e.kvmDev)
+	}
+	if cred != nil && b.memGroup != 0 {
+		// Only this function's VMs are in the snapshot's group: the RAM
+		// file opens for them and for nobody else.
+		cred.Groups = append(cred.Groups, b.memGroup)
 	}
 	b.cred, b.releaseUID = cred, release
 	b.Cleanup(func() error { release(); return nil })
@@ -345,6 +386,18 @@ func (b *boot) files(context.Context) error {
 		}
 		files = append(files, f) // fdDeps
 	}
+	// The snapshot's files come last, their numbers recorded: QEMU's copies
+	// are its own, so these are closed with the rest once it started.
+	if b.mem != nil {
+		b.memFD = 3 + len(files)
+		files = append(files, b.mem)
+		b.mem = nil
+	}
+	if b.incoming != nil {
+		b.stateFD = 3 + len(files)
+		files = append(files, b.incoming)
+		b.incoming = nil
+	}
 	b.extraFiles = files
 	b.console, err = os.OpenFile(b.path(consoleLogName), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -379,20 +432,7 @@ func openReadable(path string, cred *syscall.Credential) (*os.File, error) {
 
 // process starts QEMU.
 func (b *boot) process(context.Context) error {
-	v := b.spec.VM
-	args := buildQEMUArgs(qemuArgs{
-		Name:      v.Name,
-		Accel:     b.accel,
-		MemoryMiB: v.Spec.Memory.Bytes() >> 20,
-		CPUs:      v.Spec.CPUs,
-		CmdLine:   kernelCmdLine(b.e.tscKHz, v.Spec.Kernel.CmdLine),
-		RootFS:    b.spec.RootFS,
-		Code:      b.spec.Code,
-		Deps:      b.spec.Deps,
-		Config:    b.path(configDiskName),
-		Egress:    b.spec.Egress,
-		MAC:       macFromUID(string(v.UID)),
-	})
+	args := buildQEMUArgs(b.qemuArgs())
 	stderr, err := os.OpenFile(b.path(qemuStderrName), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating qemu stderr file: %w", err)
@@ -419,6 +459,36 @@ func (b *boot) process(context.Context) error {
 		return fmt.Errorf("writing qemu pid file: %w", err)
 	}
 	return nil
+}
+
+// qemuArgs is what this VM's command line is made of.
+func (b *boot) qemuArgs() qemuArgs {
+	v := b.spec.VM
+	a := qemuArgs{
+		Name:      v.Name,
+		Accel:     b.accel,
+		MemoryMiB: v.Spec.Memory.Bytes() >> 20,
+		CPUs:      v.Spec.CPUs,
+		CmdLine:   b.cmdLine,
+		RootFS:    b.spec.RootFS,
+		Code:      b.spec.Code,
+		Deps:      b.spec.Deps,
+		Config:    b.path(configDiskName),
+		Egress:    b.spec.Egress,
+		MAC:       b.mac,
+		Incoming:  b.stateFD != 0,
+		TBSizeMiB: b.e.cfg.TBSizeMiB,
+	}
+	if a.CmdLine == "" {
+		a.CmdLine = kernelCmdLine(b.e.tscKHz, v.Spec.Kernel.CmdLine)
+	}
+	if a.MAC == "" {
+		a.MAC = macFromUID(string(v.UID))
+	}
+	if b.memFD != 0 {
+		a.Memory = &memoryFile{FD: b.memFD, Shared: b.memShared}
+	}
+	return a
 }
 
 // endpoint connects to QMP (proving QEMU is up) and learns which loopback

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"syscall"
 	"time"
 )
 
@@ -73,6 +75,12 @@ func (c *qmpClient) Close() error { return c.conn.Close() }
 // execute runs command with args (nil for none) and returns its "return"
 // value.
 func (c *qmpClient) execute(ctx context.Context, command string, args any) (json.RawMessage, error) {
+	return c.executeFD(ctx, command, args, nil)
+}
+
+// executeFD is execute, passing f's descriptor with the command (SCM_RIGHTS),
+// as QMP getfd wants; f nil passes none.
+func (c *qmpClient) executeFD(ctx context.Context, command string, args any, f *os.File) (json.RawMessage, error) {
 	if c.broken != nil {
 		return nil, fmt.Errorf("qmp %s: session unusable after an earlier failure: %w", command, c.broken)
 	}
@@ -89,7 +97,7 @@ func (c *qmpClient) execute(ctx context.Context, command string, args any) (json
 	}
 	var ret json.RawMessage
 	err = c.withContext(ctx, func() error {
-		if _, err := c.conn.Write(append(b, '\n')); err != nil {
+		if err := c.write(append(b, '\n'), f); err != nil {
 			return err
 		}
 		for {
@@ -116,6 +124,29 @@ func (c *qmpClient) execute(ctx context.Context, command string, args any) (json
 		return nil, fmt.Errorf("qmp %s: %w", command, err)
 	}
 	return ret, nil
+}
+
+// write sends b, with f's descriptor when f is not nil.
+func (c *qmpClient) write(b []byte, f *os.File) error {
+	if f == nil {
+		_, err := c.conn.Write(b)
+		return err
+	}
+	uc, ok := c.conn.(*net.UnixConn)
+	if !ok {
+		return errors.New("passing a descriptor needs a unix socket")
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	if err := rc.Control(func(fd uintptr) {
+		_, _, werr = uc.WriteMsgUnix(b, syscall.UnixRights(int(fd)), nil)
+	}); err != nil {
+		return err
+	}
+	return werr
 }
 
 // hmp runs a human monitor command and returns its text output.
