@@ -154,7 +154,7 @@ func (a *appliance) waitFor(t testing.TB, path string, bound time.Duration, cond
 	}
 }
 
-func (a *appliance) status(t *testing.T, name string) controller.Status {
+func (a *appliance) status(t testing.TB, name string) controller.Status {
 	t.Helper()
 	_, body := a.get(t, "/api/functions/"+name)
 	var s controller.Status
@@ -172,7 +172,7 @@ func copyDir(t testing.TB, src, dst string) {
 	}
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)

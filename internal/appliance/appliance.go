@@ -93,15 +93,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	}
 	ctrl := controller.New(controller.Options{
 		FunctionsDir: cfg.FunctionsDir, UploadsDir: cfg.UploadsDirOrDefault(), Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
-		Defaults:   defaults,
-		EngineNote: engineNote,
-		QueueSize:  cfg.Queue,
-		Metrics:    mets,
-		Logs:       funcLogs,
-		SecretsDir: cfg.SecretsDir,
-		// VM snapshots survive restarts (unlike the folder copies in
-		// "snapshots", cleared at every start).
-		SnapshotsDir: filepath.Join(cfg.StateDir, "vm-snapshots"),
+		Defaults:     defaults,
+		EngineNote:   engineNote,
+		QueueSize:    cfg.Queue,
+		Metrics:      mets,
+		Logs:         funcLogs,
+		SecretsDir:   cfg.SecretsDir,
+		SnapshotsDir: vmSnapshotsDir(cfg),
 		Logger:       log,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
 
@@ -297,3 +295,13 @@ var _ gateway.TruncationObserver = (*metrics.Metrics)(nil)
 
 // The controller reports snapshots and memory through the metrics.
 var _ controller.SnapshotRecorder = (*metrics.Metrics)(nil)
+
+// vmSnapshotsDir is where the controller keeps VM snapshots: under the state
+// dir, so they survive restarts (unlike the folder copies in "snapshots",
+// cleared at every start); "" when the operator turned snapshots off.
+func vmSnapshotsDir(cfg *config.Config) string {
+	if !cfg.Snapshots {
+		return ""
+	}
+	return filepath.Join(cfg.StateDir, "vm-snapshots")
+}

@@ -89,6 +89,9 @@ type Config struct {
 	APIToken string
 	// Egress lets guests open outbound connections by default.
 	Egress bool
+	// Snapshots starts instances from a per-version VM snapshot when the
+	// engine can (false: every instance boots).
+	Snapshots bool
 
 	// InvokeTimeout bounds one invocation unless the function sets its own.
 	InvokeTimeout time.Duration
@@ -264,6 +267,8 @@ func settings() []setting {
 			field: func(c *Config) any { return &c.APIToken }, check: checkToken},
 		{key: "egress", def: "false", typ: "bool", help: "let guests open outbound connections by default",
 			field: func(c *Config) any { return &c.Egress }},
+		{key: "snapshots", def: "true", typ: "bool", help: "start instances from a per-version VM snapshot when the engine can (false: every instance boots)",
+			field: func(c *Config) any { return &c.Snapshots }},
 		{key: "invoke_timeout", def: "30s", typ: "duration", help: "default per-invocation timeout",
 			field: func(c *Config) any { return &c.InvokeTimeout }, check: positive(func(c *Config) time.Duration { return c.InvokeTimeout })},
 		{key: "boot_wait", def: "30s", typ: "duration", help: "how long a request waits for a booting function before 503",
