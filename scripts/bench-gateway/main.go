@@ -35,6 +35,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/faasvm/appliance/internal/controller"
@@ -154,6 +156,7 @@ func child(prog string, args ...string) (*exec.Cmd, string, error) {
 		prog = self
 	}
 	cmd := exec.Command(prog, args...)
+	ownGroup(cmd)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -168,6 +171,27 @@ func child(prog string, args ...string) (*exec.Cmd, string, error) {
 		return nil, "", fmt.Errorf("reading the address of %v: %w", args, err)
 	}
 	return cmd, strings.TrimSpace(line), nil
+}
+
+// ownGroup makes cmd the leader of its own process group, so that
+// stopGroup also ends what it starts (nginx's workers): a worker left
+// behind would keep the files the bench inherited open, the VM lock among them.
+func ownGroup(cmd *exec.Cmd) { cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} }
+
+// stopGroup interrupts cmd's process group (a profiling gateway writes its
+// profile on SIGINT, nginx shuts down fast), waits up to 2 s, then kills
+// whatever of the group is left.
+func stopGroup(cmd *exec.Cmd) {
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	<-done
 }
 
 func freePort() (string, error) {
@@ -214,6 +238,7 @@ func startNginx(dir, backend string) (*exec.Cmd, string, error) {
 		return nil, "", err
 	}
 	cmd := exec.Command("nginx", "-p", dir, "-c", conf)
+	ownGroup(cmd)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, "", fmt.Errorf("starting nginx (apt-get install nginx-light): %w", err)
@@ -289,25 +314,40 @@ func run(reps int, d time.Duration, conns int, before, cpuprofile string) error 
 		return err
 	}
 	defer os.RemoveAll(dir)
-	var cmds []*exec.Cmd
-	defer func() {
+	var (
+		cmdsMu sync.Mutex
+		cmds   []*exec.Cmd
+	)
+	stopAll := func() {
+		cmdsMu.Lock()
+		defer cmdsMu.Unlock()
 		for _, c := range cmds {
-			_ = c.Process.Signal(os.Interrupt)
-			done := make(chan struct{})
-			go func() { _ = c.Wait(); close(done) }()
-			select {
-			case <-done: // a profiling gateway writes its profile on SIGINT
-			case <-time.After(2 * time.Second):
-				_ = c.Process.Kill()
-				<-done
-			}
+			stopGroup(c)
+		}
+		cmds = nil
+	}
+	defer stopAll()
+	// Interrupted (Ctrl-C, timeout(1)): the children go too.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	go func() {
+		if _, ok := <-sig; ok {
+			fmt.Fprintln(os.Stderr, "bench-gateway: interrupted, stopping the backend, gateways and nginx")
+			stopAll()
+			os.Exit(1)
 		}
 	}()
+	started := func(c *exec.Cmd) {
+		cmdsMu.Lock()
+		cmds = append(cmds, c)
+		cmdsMu.Unlock()
+	}
 	be, backend, err := child("", "-role", "backend")
 	if err != nil {
 		return err
 	}
-	cmds = append(cmds, be)
+	started(be)
 	gwArgs := []string{"-role", "gateway", "-addr", backend}
 	if cpuprofile != "" {
 		gwArgs = append(gwArgs, "-cpuprofile", cpuprofile)
@@ -316,21 +356,23 @@ func run(reps int, d time.Duration, conns int, before, cpuprofile string) error 
 	if err != nil {
 		return err
 	}
-	cmds = append(cmds, gw)
+	started(gw)
 	var beforeAddr string
 	if before != "" {
 		bg, addr, err := child(before, "-role", "gateway", "-addr", backend)
 		if err != nil {
 			return fmt.Errorf("the -before gateway: %w", err)
 		}
-		cmds = append(cmds, bg)
+		started(bg)
 		beforeAddr = addr
 	}
 	ng, ngAddr, err := startNginx(dir, backend)
+	if ng != nil {
+		started(ng) // stopped also when it never listened
+	}
 	if err != nil {
 		return err
 	}
-	cmds = append(cmds, ng)
 	targets := []struct{ name, url string }{
 		{"backend", "http://" + backend + "/"},
 		{"nginx", "http://" + ngAddr + "/"},
