@@ -118,6 +118,9 @@ type Gateway struct {
 	bufs      *bufferPool
 	shutdown  chan struct{} // closed when Serve begins draining: streams end
 	series    *Series       // the dashboard's charts (series.go)
+	// noWait is a context that is already done: Acquire with it takes a
+	// ready instance or gives up at once, and costs no timer.
+	noWait context.Context
 }
 
 // New builds the gateway's routes. A nil logger discards logs.
@@ -129,6 +132,9 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	if g.series == nil {
 		g.series = &Series{}
 	}
+	noWait, cancel := context.WithCancel(context.Background())
+	cancel()
+	g.noWait = noWait
 	g.transport = &http.Transport{
 		// Instances are on loopback or in our own network: never a proxy
 		// taken from the environment.
