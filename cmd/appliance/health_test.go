@@ -172,4 +172,10 @@ func TestPassiveHealth(t *testing.T) {
 	retried := strings.Count(a.log.String(), "instance unreachable, retrying on another")
 	a.logMu.Unlock()
 	t.Logf("%d GETs after the kill, answered by %v; gateway retries logged: %d", after, survivors, retried)
+	// The GETs in flight on the killed VM met its closed port: at least one
+	// went to the other VM through the gateway's retry (not only because
+	// the controller had dropped the dead VM already).
+	if retried == 0 {
+		t.Errorf("no request was retried on the other VM (no %q in the log)", "instance unreachable, retrying on another")
+	}
 }
