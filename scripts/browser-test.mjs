@@ -88,6 +88,20 @@ try {
       return p && Number(p.getAttribute("data-points")) >= 1;
     }, null, { timeout: 30000 });
   });
+  await step("the start-time chart has a point after the function's VM booted", async () => {
+    // echo's VM booted when the appliance deployed it, minutes ago: the
+    // series has its start and the chart draws it as a boot point.
+    const res = await fetch(base + "/api/functions/echo/series", { headers: { Authorization: "Bearer " + token } });
+    const data = await res.json();
+    const boots = (data.points || []).filter((p) => p.boot && p.boot.count > 0 && p.boot.medianSeconds > 0);
+    if (res.status !== 200 || boots.length === 0) {
+      throw new Error(`/api/functions/echo/series: ${res.status}, no boot in ${JSON.stringify(data).slice(0, 300)}`);
+    }
+    await page.waitForFunction((want) => {
+      const dots = document.querySelectorAll("#charts svg circle.starts-boot");
+      return dots.length >= want && document.querySelector("#charts svg path.starts-boot");
+    }, boots.length, { timeout: 30000 });
+  });
   await step("at 420px nothing scrolls sideways and the last error is not cut", async () => {
     await page.setViewportSize({ width: 420, height: 900 });
     await page.waitForTimeout(300);

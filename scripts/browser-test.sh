@@ -9,7 +9,8 @@
 # the token and then works, the table lists the functions, a row opens its
 # details, a function deployed through the New function form answers at
 # /invoke/<name>, the invoke form shows the answer, the chart shows points
-# after requests, and at 420px nothing scrolls sideways. Stops the appliance.
+# after requests, the VM start-time chart has a boot point once a VM booted,
+# and at 420px nothing scrolls sideways. Stops the appliance.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD

@@ -78,6 +78,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 
 	// Metrics: one registry, filled by the controller and the gateway.
 	mets := metrics.New()
+	// The dashboard's charts: invocations from the gateway, VM starts from
+	// the controller (through its recorder).
+	series := &gateway.Series{}
 
 	template, err := function.LoadTemplate(cfg.VMTemplate)
 	if err != nil {
@@ -96,7 +99,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 		Defaults:     defaults,
 		EngineNote:   engineNote,
 		QueueSize:    cfg.Queue,
-		Metrics:      mets,
+		Metrics:      chartedRecorder{Metrics: mets, series: series},
 		Logs:         funcLogs,
 		SecretsDir:   cfg.SecretsDir,
 		SnapshotsDir: vmSnapshotsDir(cfg),
@@ -119,6 +122,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 		APIToken: cfg.APIToken, ShutdownTimeout: cfg.ShutdownTimeout, Observer: mets, Queue: queue,
 		Logs:      funcLogs,
 		MaxUpload: defaults.MaxSize,
+		Series:    series,
 	}
 	if uploads != nil {
 		gwOpts.Uploads = uploads

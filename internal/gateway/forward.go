@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -254,9 +253,7 @@ func copyBody(w io.Writer, src io.Reader, buf []byte, flush func() error) error 
 
 // anotherInstance is the retry of forward: a ready instance of the same
 // function at once, or none (it never waits for a boot).
-func (g *Gateway) anotherInstance(ctx context.Context, name string) (controller.Instance, bool) {
-	now, cancel := context.WithCancel(ctx)
-	cancel()
-	inst, err := g.fns.Acquire(now, name)
+func (g *Gateway) anotherInstance(name string) (controller.Instance, bool) {
+	inst, err := g.fns.Acquire(g.noWait, name)
 	return inst, err == nil
 }

@@ -65,6 +65,10 @@ type Options struct {
 	// bounds archives itself).
 	Uploads   Uploads
 	MaxUpload int64
+	// Series keeps the dashboard's charts; the appliance shares it with the
+	// controller's recorder so VM starts reach the charts (nil: the gateway
+	// keeps its own, with invocations only).
+	Series *Series
 }
 
 // Observer records invocations, e.g. as Prometheus metrics. It gets every
@@ -113,7 +117,10 @@ type Gateway struct {
 	proxy     *httputil.ReverseProxy // for upgrades; see forward.go
 	bufs      *bufferPool
 	shutdown  chan struct{} // closed when Serve begins draining: streams end
-	series    seriesStore   // the dashboard's charts (series.go)
+	series    *Series       // the dashboard's charts (series.go)
+	// noWait is a context that is already done: Acquire with it takes a
+	// ready instance or gives up at once, and costs no timer.
+	noWait context.Context
 }
 
 // New builds the gateway's routes. A nil logger discards logs.
@@ -121,7 +128,13 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{opts: opts.withDefaults(), fns: fns, log: logger, bufs: newBufferPool(), shutdown: make(chan struct{})}
+	g := &Gateway{opts: opts.withDefaults(), fns: fns, log: logger, bufs: newBufferPool(), shutdown: make(chan struct{}), series: opts.Series}
+	if g.series == nil {
+		g.series = &Series{}
+	}
+	noWait, cancel := context.WithCancel(context.Background())
+	cancel()
+	g.noWait = noWait
 	g.transport = &http.Transport{
 		// Instances are on loopback or in our own network: never a proxy
 		// taken from the environment.

@@ -88,12 +88,19 @@ func (g *Gateway) invoke(c echo.Context) error {
 		return g.fail(c, &http.MaxBytesError{Limit: g.opts.MaxBody})
 	}
 
-	bootCtx, cancelBoot := context.WithTimeout(req.Context(), g.opts.BootWait)
-	inst, err := g.fns.Acquire(bootCtx, name)
-	bootExpired := errors.Is(bootCtx.Err(), context.DeadlineExceeded)
-	cancelBoot()
-	if err != nil {
-		return g.fail(c, g.acquireError(req.Context(), bootExpired, err))
+	// A ready instance at once, the common case, needs no boot timer;
+	// otherwise the request waits for one up to BootWait.
+	inst, err := g.fns.Acquire(g.noWait, name)
+	if errors.Is(err, controller.ErrNotReady) || errors.Is(err, context.Canceled) && req.Context().Err() == nil {
+		bootCtx, cancelBoot := context.WithTimeout(req.Context(), g.opts.BootWait)
+		inst, err = g.fns.Acquire(bootCtx, name)
+		bootExpired := errors.Is(bootCtx.Err(), context.DeadlineExceeded)
+		cancelBoot()
+		if err != nil {
+			return g.fail(c, g.acquireError(req.Context(), bootExpired, err))
+		}
+	} else if err != nil {
+		return g.fail(c, g.acquireError(req.Context(), false, err))
 	}
 	info.vmID = inst.VMID
 	defer g.recordSeries(name, time.Now(), c)
@@ -125,7 +132,7 @@ func (g *Gateway) invoke(c echo.Context) error {
 		g.proxy.ServeHTTP(proxyWriter{c.Response()}, out)
 		return nil
 	}
-	g.forward(c, st, out, func() (controller.Instance, bool) { return g.anotherInstance(req.Context(), name) })
+	g.forward(c, st, out, func() (controller.Instance, bool) { return g.anotherInstance(name) })
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -428,8 +429,11 @@ func TestInvokeClientGone(t *testing.T) {
 			waiting := make(chan struct{})
 			fns := &fakeFunctions{}
 			if tt.inAcquire {
+				var once sync.Once // the gateway tries without waiting first
 				fns.acquire = func(ctx context.Context, name string) (controller.Instance, error) {
-					close(waiting)
+					if ctx.Err() == nil {
+						once.Do(func() { close(waiting) })
+					}
 					<-ctx.Done()
 					return controller.Instance{}, ctx.Err()
 				}
@@ -553,6 +557,57 @@ func TestDescribe(t *testing.T) {
 			status, _, retry := describe(tt.err)
 			if status != tt.wantStatus || retry != tt.wantRetry {
 				t.Errorf("describe(%v): got %d, Retry-After %q, want %d, %q", tt.err, status, retry, tt.wantStatus, tt.wantRetry)
+			}
+		})
+	}
+}
+
+// The gateway first asks for an instance without waiting (no timer) and
+// waits up to BootWait only when none is ready at once.
+func TestInvokeWaitsOnlyWhenNoneReady(t *testing.T) {
+	tests := []struct {
+		name      string
+		readyNow  bool          // an instance is ready at the first ask
+		bootWait  time.Duration // Options.BootWait
+		bootTakes time.Duration // until the waiting ask gets one
+		wantCode  int
+		wantAsks  int
+	}{
+		{name: "ready at once", readyNow: true, bootWait: time.Second, wantCode: http.StatusOK, wantAsks: 1},
+		{name: "ready after a boot", bootWait: 5 * time.Second, bootTakes: 50 * time.Millisecond, wantCode: http.StatusOK, wantAsks: 2},
+		{name: "not ready within BootWait", bootWait: 100 * time.Millisecond, bootTakes: time.Hour, wantCode: http.StatusServiceUnavailable, wantAsks: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fns := &fakeFunctions{}
+			fns.acquire = func(ctx context.Context, name string) (controller.Instance, error) {
+				if ctx.Err() != nil { // the first ask: done already
+					if tt.readyNow {
+						return controller.Instance{}, nil
+					}
+					return controller.Instance{}, fmt.Errorf("%w: %s: no instance ready in time", controller.ErrNotReady, name)
+				}
+				select {
+				case <-time.After(tt.bootTakes):
+					return controller.Instance{}, nil
+				case <-ctx.Done():
+					return controller.Instance{}, fmt.Errorf("%w: %s: no instance ready in time (%v)", controller.ErrNotReady, name, context.Cause(ctx))
+				}
+			}
+			upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+			h := newHarness(t, Options{BootWait: tt.bootWait}, upstream, fns)
+			code, hdr, body := h.do(t, h.newRequest(t, "GET", "/invoke/fn", nil))
+			if code != tt.wantCode {
+				t.Fatalf("got %d %q, want %d", code, body, tt.wantCode)
+			}
+			if code == http.StatusServiceUnavailable && hdr.Get("Retry-After") == "" {
+				t.Errorf("503 without Retry-After")
+			}
+			fns.mu.Lock()
+			asks := len(fns.acquired)
+			fns.mu.Unlock()
+			if asks != tt.wantAsks {
+				t.Errorf("got %d Acquire calls, want %d", asks, tt.wantAsks)
 			}
 		})
 	}

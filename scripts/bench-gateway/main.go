@@ -29,10 +29,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/faasvm/appliance/internal/controller"
@@ -48,19 +52,21 @@ func main() {
 	reps := flag.Int("reps", 3, "interleaved repetitions per target and connection count (medians of these)")
 	duration := flag.Duration("duration", 3*time.Second, "length of one wrk run")
 	conns := flag.Int("conns", 32, "connections of the loaded runs (the other runs use 1)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the gateway (this tree's) to this file, for go tool pprof")
+	before := flag.String("before", "", "a bench-gateway binary built from an older tree: its gateway runs as a fourth target, \"before\"")
 	flag.Parse()
 	var err error
 	switch *role {
 	case "backend":
 		err = serveBackend()
 	case "gateway":
-		err = serveGateway(*addr)
+		err = serveGateway(*addr, *cpuprofile)
 	case "":
 		if *reps < 1 || *duration <= 0 || *conns < 1 {
 			fmt.Fprintln(os.Stderr, "bench-gateway: -reps, -duration and -conns must be positive")
 			os.Exit(2)
 		}
-		err = run(*reps, *duration, *conns)
+		err = run(*reps, *duration, *conns, *before, *cpuprofile)
 	default:
 		err = fmt.Errorf("unknown role %q", *role)
 	}
@@ -109,7 +115,25 @@ func (fixed) Get(_ context.Context, name string) (controller.Status, error) {
 }
 func (fixed) Logs(context.Context, string, int) (string, error) { return "", nil }
 
-func serveGateway(backend string) error {
+func serveGateway(backend, cpuprofile string) error {
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return fmt.Errorf("creating the CPU profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("starting the CPU profile: %w", err)
+		}
+		// The parent ends this process with SIGINT once the runs are done.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt)
+		go func() {
+			<-sig
+			pprof.StopCPUProfile()
+			_ = f.Close()
+			os.Exit(0)
+		}()
+	}
 	m := metrics.New()
 	m.FunctionState(benchFunction, 1, 0) // a known function, as the controller reports it
 	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -121,13 +145,18 @@ func serveGateway(backend string) error {
 	return g.Serve(context.Background(), ln)
 }
 
-// child starts this program in a role and reads the address it announces.
-func child(args ...string) (*exec.Cmd, string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, "", err
+// child starts this program (or the binary prog, when not empty) in a role
+// and reads the address it announces.
+func child(prog string, args ...string) (*exec.Cmd, string, error) {
+	if prog == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, "", err
+		}
+		prog = self
 	}
-	cmd := exec.Command(self, args...)
+	cmd := exec.Command(prog, args...)
+	ownGroup(cmd)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -142,6 +171,27 @@ func child(args ...string) (*exec.Cmd, string, error) {
 		return nil, "", fmt.Errorf("reading the address of %v: %w", args, err)
 	}
 	return cmd, strings.TrimSpace(line), nil
+}
+
+// ownGroup makes cmd the leader of its own process group, so that
+// stopGroup also ends what it starts (nginx's workers): a worker left
+// behind would keep the files the bench inherited open, the VM lock among them.
+func ownGroup(cmd *exec.Cmd) { cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} }
+
+// stopGroup interrupts cmd's process group (a profiling gateway writes its
+// profile on SIGINT, nginx shuts down fast), waits up to 2 s, then kills
+// whatever of the group is left.
+func stopGroup(cmd *exec.Cmd) {
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	<-done
 }
 
 func freePort() (string, error) {
@@ -188,6 +238,7 @@ func startNginx(dir, backend string) (*exec.Cmd, string, error) {
 		return nil, "", err
 	}
 	cmd := exec.Command("nginx", "-p", dir, "-c", conf)
+	ownGroup(cmd)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, "", fmt.Errorf("starting nginx (apt-get install nginx-light): %w", err)
@@ -257,39 +308,78 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func run(reps int, d time.Duration, conns int) error {
+func run(reps int, d time.Duration, conns int, before, cpuprofile string) error {
 	dir, err := os.MkdirTemp("", "bench-gateway-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	var cmds []*exec.Cmd
-	defer func() {
+	var (
+		cmdsMu sync.Mutex
+		cmds   []*exec.Cmd
+	)
+	stopAll := func() {
+		cmdsMu.Lock()
+		defer cmdsMu.Unlock()
 		for _, c := range cmds {
-			_ = c.Process.Signal(os.Interrupt)
-			_ = c.Process.Kill()
-			_ = c.Wait()
+			stopGroup(c)
+		}
+		cmds = nil
+	}
+	defer stopAll()
+	// Interrupted (Ctrl-C, timeout(1)): the children go too.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	go func() {
+		if _, ok := <-sig; ok {
+			fmt.Fprintln(os.Stderr, "bench-gateway: interrupted, stopping the backend, gateways and nginx")
+			stopAll()
+			os.Exit(1)
 		}
 	}()
-	be, backend, err := child("-role", "backend")
+	started := func(c *exec.Cmd) {
+		cmdsMu.Lock()
+		cmds = append(cmds, c)
+		cmdsMu.Unlock()
+	}
+	be, backend, err := child("", "-role", "backend")
 	if err != nil {
 		return err
 	}
-	cmds = append(cmds, be)
-	gw, gwAddr, err := child("-role", "gateway", "-addr", backend)
+	started(be)
+	gwArgs := []string{"-role", "gateway", "-addr", backend}
+	if cpuprofile != "" {
+		gwArgs = append(gwArgs, "-cpuprofile", cpuprofile)
+	}
+	gw, gwAddr, err := child("", gwArgs...)
 	if err != nil {
 		return err
 	}
-	cmds = append(cmds, gw)
+	started(gw)
+	var beforeAddr string
+	if before != "" {
+		bg, addr, err := child(before, "-role", "gateway", "-addr", backend)
+		if err != nil {
+			return fmt.Errorf("the -before gateway: %w", err)
+		}
+		started(bg)
+		beforeAddr = addr
+	}
 	ng, ngAddr, err := startNginx(dir, backend)
+	if ng != nil {
+		started(ng) // stopped also when it never listened
+	}
 	if err != nil {
 		return err
 	}
-	cmds = append(cmds, ng)
 	targets := []struct{ name, url string }{
 		{"backend", "http://" + backend + "/"},
 		{"nginx", "http://" + ngAddr + "/"},
 		{"gateway", "http://" + gwAddr + "/invoke/" + benchFunction},
+	}
+	if beforeAddr != "" {
+		targets = append(targets, struct{ name, url string }{"before", "http://" + beforeAddr + "/invoke/" + benchFunction})
 	}
 	levels := []int{1, conns}
 	res := map[string]map[int][]result{}
@@ -338,10 +428,13 @@ func run(reps int, d time.Duration, conns int) error {
 			med(t.name, 1, rps), med(t.name, 1, p50), med(t.name, 1, p99),
 			med(t.name, conns, rps), med(t.name, conns, p50), med(t.name, conns, p99), added)
 	}
-	ratio := med("gateway", conns, rps) / med("nginx", conns, rps)
-	addedG, addedN := med("gateway", 1, p50)-base, med("nginx", 1, p50)-base
-	fmt.Fprintf(&b, "gateway/nginx req/s at %d connections: %.0f%% (target >= 70%%)\n", conns, ratio*100)
-	fmt.Fprintf(&b, "gateway/nginx added p50 at 1 connection: %.2fx (target <= 1.5x)\n", addedG/max(addedN, 1e-3))
+	addedN := med("nginx", 1, p50) - base
+	for _, t := range targets[2:] {
+		ratio := med(t.name, conns, rps) / med("nginx", conns, rps)
+		added := med(t.name, 1, p50) - base
+		fmt.Fprintf(&b, "%s/nginx req/s at %d connections: %.0f%% (target >= 70%%)\n", t.name, conns, ratio*100)
+		fmt.Fprintf(&b, "%s/nginx added p50 at 1 connection: %.2fx (target <= 1.5x)\n", t.name, added/max(addedN, 1e-3))
+	}
 	_, err = os.Stdout.Write(b.Bytes())
 	return err
 }
