@@ -297,8 +297,12 @@ func defaultMemory(m config.Size) string {
 // The gateway counts truncated answers through the metrics.
 var _ gateway.TruncationObserver = (*metrics.Metrics)(nil)
 
-// The controller reports snapshots and memory through the metrics.
-var _ controller.SnapshotRecorder = (*metrics.Metrics)(nil)
+// The controller reports snapshots and memory through the metrics, also
+// when the charts' recorder wraps them.
+var (
+	_ controller.SnapshotRecorder = (*metrics.Metrics)(nil)
+	_ controller.SnapshotRecorder = chartedRecorder{}
+)
 
 // vmSnapshotsDir is where the controller keeps VM snapshots: under the state
 // dir, so they survive restarts (unlike the folder copies in "snapshots",
