@@ -90,6 +90,19 @@ type Options struct {
 	// SecretsDir holds the operator's secrets, one file per secret; ""
 	// offers none (a function naming one is invalid).
 	SecretsDir string
+	// Collector removes the disks no instance or kept version uses (gc.go;
+	// nil: none is removed). KeepVersions is how many versions each
+	// function served before keep their disks (0: none); GCInterval is
+	// how often it runs besides after deploys (default 10m); GCReferenced,
+	// when set, names more paths that stay (snapshots' disks).
+	Collector    Collector
+	KeepVersions int
+	GCInterval   time.Duration
+	GCReferenced func() []string
+	// PrepareRetry is the first delay before a deploy whose disks failed
+	// for a transient cause (full disk, docker engine away) is tried again;
+	// it doubles up to MaxBackoff (default 5s).
+	PrepareRetry time.Duration
 	Logger     *slog.Logger
 }
 
@@ -129,6 +142,13 @@ func (o *Options) setDefaults() {
 	o.QueueSize = max(o.QueueSize, 0)
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = time.Minute
+	}
+	if o.GCInterval <= 0 {
+		o.GCInterval = 10 * time.Minute
+	}
+	o.KeepVersions = max(o.KeepVersions, 0)
+	if o.PrepareRetry <= 0 {
+		o.PrepareRetry = 5 * time.Second
 	}
 	if o.ScaleInterval <= 0 {
 		o.ScaleInterval = time.Second
@@ -182,6 +202,8 @@ type Controller struct {
 	dir sync.Map // name → *fn
 	// kicks asks the autoscaler to look at one function now (see kick).
 	kicks chan *fn
+	// gcKicks asks for a disk collection (gc.go).
+	gcKicks chan struct{}
 }
 
 // New returns a controller. Call Sync for each function folder (the watcher
@@ -199,6 +221,12 @@ func New(opts Options, engine vm.Engine, images Images) *Controller {
 		cancel: cancel,
 		fns:    map[string]*fn{},
 		kicks:  make(chan *fn, 256),
+
+		gcKicks: make(chan struct{}, 1),
+	}
+	if opts.Collector != nil {
+		c.wg.Add(1)
+		go c.gcLoop()
 	}
 	c.wg.Add(1)
 	go c.autoscaleLoop()
@@ -279,6 +307,14 @@ type fn struct {
 	pending bool
 
 	secretNames []string // the secrets the last version read names
+
+	// disks kept for collection (gc.go): versions served before, newest
+	// first; the disks of the deploy in progress.
+	history   []diskSet
+	preparing diskSet
+	// prepareFails counts deploys in a row whose disks failed for a
+	// transient cause (the retry backoff).
+	prepareFails int
 
 	crashes     int       // consecutive crashes, for the backoff
 	lastConsole string    // console tail of the last instance that died

@@ -52,6 +52,8 @@ type instance struct {
 	stopped    chan struct{}
 	// abortBoot cancels the boot in progress (set while booting).
 	abortBoot context.CancelFunc
+	// disks it boots from (gc.go)
+	disks diskSet
 }
 
 // Boot errors that are nobody's fault.
@@ -67,6 +69,9 @@ var (
 func (c *Controller) boot(f *fn, spec *function.Spec, d disks) (*instance, error) {
 	c.mu.Lock()
 	in, err := c.register(f, spec)
+	if in != nil {
+		in.disks = d.set()
+	}
 	c.mu.Unlock()
 	if err != nil {
 		return nil, err

@@ -73,6 +73,7 @@ func (c *Controller) reconcileLoop(f *fn) {
 			again := f.pending && !c.closed
 			f.working = false
 			c.mu.Unlock()
+			c.kickGC()
 			if again {
 				c.Sync(f.name)
 			}
@@ -81,6 +82,7 @@ func (c *Controller) reconcileLoop(f *fn) {
 		if !f.pending || c.closed {
 			f.working = false
 			c.mu.Unlock()
+			c.kickGC()
 			return
 		}
 		f.pending = false
@@ -140,8 +142,11 @@ func (c *Controller) reconcile(f *fn) {
 	d, err := c.prepare(c.life, spec)
 	if err != nil {
 		c.fail(f, StateFailed, err)
+		c.retryTransient(f, err)
 		return
 	}
+	c.setPreparing(f, d.set())
+	defer c.setPreparing(f, diskSet{})
 	d.secrets = secrets
 	started, err := c.bootN(f, spec, d, want)
 	if err != nil {
@@ -222,7 +227,11 @@ func (c *Controller) bootN(f *fn, spec *function.Spec, d disks, n int) ([]*insta
 func (c *Controller) promote(f *fn, spec *function.Spec, d disks, ready []*instance) {
 	c.mu.Lock()
 	old := f.spec
+	if old != nil {
+		c.remember(f, f.disks)
+	}
 	f.spec, f.disks = spec, d
+	f.prepareFails = 0
 	f.state, f.lastErr, f.warnings = StateReady, "", spec.Warnings
 	f.startedAt = time.Now()
 	f.dp.mu.Lock()

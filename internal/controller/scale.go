@@ -143,6 +143,7 @@ func (c *Controller) scaleOut(f *fn, n int) {
 			c.log.Warn("not scaling out", "function", f.name, "err", err)
 			return
 		}
+		in.disks = d.set()
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()

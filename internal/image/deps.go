@@ -203,9 +203,10 @@ func (c *Cache) DepsDisk(ctx context.Context, runtime, imageID, dir string) (str
 	log := c.log.With("step", "deps", "runtime", runtime, "manifest", ms[0].name, "key", key[:12])
 
 	defer c.lock(out)()
-	if ok, err := exists(out); err != nil {
+	if ok, err := c.checkEntry(out); err != nil {
 		return "", fmt.Errorf("dependency disk: %w", err)
 	} else if ok {
+		c.used(out)
 		c.deps.cached.Add(1)
 		log.Info("dependency disk cached: no install", "path", out)
 		return out, nil
@@ -572,7 +573,7 @@ func (c *Cache) depsImage(ctx context.Context, log *slog.Logger, rc io.Reader, o
 		return err
 	}
 	log.Info("dependency disk written", "files", stats.entries, "content_bytes", stats.bytes, "bytes", img.Bytes)
-	return publish(tmp, out)
+	return c.publish(tmp, out)
 }
 
 // rebaseTar copies the tar r to w with the leading directory top removed
