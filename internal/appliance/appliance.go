@@ -118,7 +118,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	}
 	disk := &stateDisk{dir: cfg.StateDir, budget: cfg.StateBudget, log: log.With("component", "state-disk")}
 	gwOpts := gateway.Options{
-		Health: disk.health,
+		Health:   disk.health,
 		BootWait: cfg.BootWait, InvokeTimeout: cfg.InvokeTimeout, MaxBody: int64(cfg.MaxBody),
 		APIToken: cfg.APIToken, ShutdownTimeout: cfg.ShutdownTimeout, Observer: mets, Queue: queue,
 		Logs:      funcLogs,

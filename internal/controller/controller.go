@@ -103,7 +103,7 @@ type Options struct {
 	// for a transient cause (full disk, docker engine away) is tried again;
 	// it doubles up to MaxBackoff (default 5s).
 	PrepareRetry time.Duration
-	Logger     *slog.Logger
+	Logger       *slog.Logger
 }
 
 // Prober checks one instance's health.
