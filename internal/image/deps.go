@@ -591,20 +591,21 @@ func rebaseTar(w io.Writer, r io.Reader, top string, limit int64) error {
 		if err != nil {
 			return fmt.Errorf("reading the installed dependencies: %w", err)
 		}
-		name := strings.TrimPrefix(path.Clean(hdr.Name), top)
-		name = strings.TrimPrefix(name, "/")
-		if name == "" || name == "." {
-			continue
-		}
-		if strings.HasPrefix(name, "../") {
+		name, ok := underTop(hdr.Name, top)
+		if !ok {
 			return fmt.Errorf("installed dependencies: entry %q leaves the tree", hdr.Name)
+		}
+		if name == "" {
+			continue // top itself
 		}
 		hdr.Name = name
 		if hdr.Typeflag == tar.TypeDir {
 			hdr.Name += "/"
 		}
 		if hdr.Typeflag == tar.TypeLink {
-			hdr.Linkname = strings.TrimPrefix(strings.TrimPrefix(path.Clean(hdr.Linkname), top), "/")
+			if hdr.Linkname, ok = underTop(hdr.Linkname, top); !ok || hdr.Linkname == "" {
+				return fmt.Errorf("installed dependencies: hard link %q -> %q leaves the tree", hdr.Name, hdr.Linkname)
+			}
 		}
 		if hdr.Typeflag == tar.TypeReg {
 			if total += hdr.Size; total > limit {
@@ -624,6 +625,25 @@ func rebaseTar(w io.Writer, r io.Reader, top string, limit int64) error {
 		}
 	}
 	return tw.Close()
+}
+
+// underTop returns the tar name n relative to the directory top it must be
+// in ("" for top itself), and false when n is elsewhere or leaves it.
+func underTop(n, top string) (string, bool) {
+	if strings.ContainsRune(n, 0) {
+		return "", false
+	}
+	clean := strings.TrimPrefix(path.Clean("/"+n), "/")
+	if strings.Contains("/"+n+"/", "/../") {
+		return "", false // a name climbing anywhere is refused, even if it lands inside
+	}
+	switch {
+	case clean == top:
+		return "", true
+	case strings.HasPrefix(clean, top+"/"):
+		return strings.TrimPrefix(clean, top+"/"), true
+	}
+	return "", false
 }
 
 // lineTail logs every line it reads as progress and keeps the last max.
