@@ -49,10 +49,14 @@ type GCResult struct {
 }
 
 // used records that path was handed out now; the key lock of path is held.
+// Other processes sharing the cache see it too: the sidecar's modification
+// time is the entry's last use (the entry's own must stay as sealed).
 func (c *Cache) used(path string) {
+	now := time.Now()
 	c.mu.Lock()
-	c.lastUse[path] = time.Now()
+	c.lastUse[path] = now
 	c.mu.Unlock()
+	_ = os.Chtimes(path+metaSuffix, now, now)
 }
 
 // lastUsed is when path was last handed out (zero: not by this process).
@@ -165,6 +169,9 @@ func (c *Cache) collectOne(p string, now time.Time) (int64, bool, error) {
 	}
 	if now.Sub(fi.ModTime()) < c.gcGrace {
 		return 0, false, nil
+	}
+	if mi, err := os.Stat(p + metaSuffix); err == nil && now.Sub(mi.ModTime()) < c.gcGrace {
+		return 0, false, nil // handed out recently, maybe by another process
 	}
 	if err := os.Remove(p); err != nil {
 		return 0, false, fmt.Errorf("collecting %s: %w", p, err)

@@ -38,9 +38,16 @@ func TestCollect(t *testing.T) {
 	referenced := entryPath(t, c, "code", "referenced", ".ext4", old)
 	unused := entryPath(t, c, "code", "unused", ".ext4", old)
 	mustWrite(t, unused+metaSuffix, "{}", 0o644)
+	if err := os.Chtimes(unused+metaSuffix, time.Now().Add(-old), time.Now().Add(-old)); err != nil {
+		t.Fatal(err)
+	}
 	fresh := entryPath(t, c, "code", "fresh", ".ext4", time.Second) // just made
 	handedOut := entryPath(t, c, "deps", "handed out", ".ext4", old)
 	c.used(handedOut)
+	// Handed out by another process sharing the cache: only its sidecar
+	// says so.
+	otherProcess := entryPath(t, c, "code", "other process", ".ext4", old)
+	mustWrite(t, otherProcess+metaSuffix, "{}", 0o644)
 	openOne := entryPath(t, c, "code", "open", ".ext4", old)
 	f, err := os.Open(openOne)
 	if err != nil {
@@ -71,6 +78,7 @@ func TestCollect(t *testing.T) {
 		{"its sidecar", unused + metaSuffix, false},
 		{"made within the grace", fresh, true},
 		{"handed out within the grace", handedOut, true},
+		{"handed out by another process within the grace", otherProcess, true},
 		{"open by a process", openOne, true},
 		{"an old runtime build", oldRootFS, false},
 		{"the runtime's current build", runtimeRootFS, true},
@@ -102,7 +110,7 @@ func TestCollect(t *testing.T) {
 	if err := c.Collect(context.Background(), nil); err != nil {
 		t.Fatalf("Collect: %v", err)
 	}
-	for _, p := range []string{fresh, handedOut, openOne, referenced} {
+	for _, p := range []string{fresh, handedOut, otherProcess, openOne, referenced} {
 		if present(p) {
 			t.Errorf("%s: still present after a collection that no longer keeps it", p)
 		}
