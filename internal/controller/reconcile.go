@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/faasvm/appliance/internal/function"
+	"github.com/faasvm/appliance/internal/image"
 )
 
 // Reconciling: a function folder becomes a validated spec, its disks and
@@ -100,6 +101,13 @@ func (c *Controller) reconcile(f *fn) {
 	}
 	spec, err := function.Load(dir, c.opts.Defaults, c.opts.Template, c.engine.Name())
 	if err != nil {
+		// Snapshotting the folder can fail for want of space: that is no
+		// fault of the function, and it is retried.
+		if err = image.Classify(err, c.opts.Defaults.SnapshotDir); image.Transient(err) {
+			c.fail(f, StateFailed, fmt.Errorf("snapshotting the function folder: %w", err))
+			c.retryTransient(f, err)
+			return
+		}
 		c.fail(f, StateInvalid, fmt.Errorf("invalid function: %w", err))
 		return
 	}

@@ -28,9 +28,10 @@ func Transient(err error) bool {
 	return errors.Is(err, ErrNoSpace) || errors.Is(err, ErrEngineUnreachable)
 }
 
-// classify wraps err with ErrNoSpace or ErrEngineUnreachable when it is
-// one, saying what to do; dir is the cache directory.
-func classify(err error, dir string) error {
+// Classify wraps err with ErrNoSpace or ErrEngineUnreachable when it is
+// one, saying what to do; dir is the directory whose file system it was
+// (its free space is reported).
+func Classify(err error, dir string) error {
 	if err == nil || Transient(err) {
 		return err
 	}
@@ -62,13 +63,13 @@ type FunctionDisks struct {
 // ref when not empty, else the runtime's own image built from RuntimesDir.
 func (d FunctionDisks) RootFS(ctx context.Context, runtime, ref string) (string, error) {
 	p, err := d.rootFS(ctx, runtime, ref)
-	return p, classify(err, d.dir)
+	return p, Classify(err, d.dir)
 }
 
 // CodeDisk is Cache.CodeDisk with its errors classified (ErrNoSpace).
 func (d FunctionDisks) CodeDisk(ctx context.Context, dir string) (string, error) {
 	p, err := d.Cache.CodeDisk(ctx, dir)
-	return p, classify(err, d.dir)
+	return p, Classify(err, d.dir)
 }
 
 func (d FunctionDisks) rootFS(ctx context.Context, runtime, ref string) (string, error) {
@@ -97,5 +98,5 @@ func (d FunctionDisks) rootFS(ctx context.Context, runtime, ref string) (string,
 func (d FunctionDisks) DepsDisk(ctx context.Context, runtime, rootfs, dir string) (string, error) {
 	id := strings.TrimSuffix(filepath.Base(rootfs), ".ext4")
 	p, err := d.Cache.DepsDisk(ctx, runtime, "sha256:"+id, dir)
-	return p, classify(err, d.dir)
+	return p, Classify(err, d.dir)
 }
