@@ -90,6 +90,9 @@ type Cache struct {
 	verifiedAt map[string]time.Time
 	lastGC     GCResult
 	corrupt    int
+	// user is this cache's file in <cache>/users, locked while it lives
+	// (gc.go: no collection while another process uses the cache).
+	user *os.File
 }
 
 type keyLock struct {
@@ -126,10 +129,13 @@ func New(cfg Config) (*Cache, error) {
 	if c.codeLimit == 0 {
 		c.codeLimit = DefaultCodeSizeLimit
 	}
-	for _, d := range []string{"initramfs", "rootfs", "code", "deps", "tmp"} {
+	for _, d := range []string{"initramfs", "rootfs", "code", "deps", "tmp", "users"} {
 		if err := os.MkdirAll(filepath.Join(c.dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("creating image cache: %w", err)
 		}
+	}
+	if err := c.register(); err != nil {
+		return nil, err
 	}
 	c.sweepTmp(staleAfter)
 	mkfs, err := newExt4Maker(c.log)

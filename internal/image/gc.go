@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -78,6 +79,12 @@ func (c *Cache) LastGC() GCResult {
 // goes on after a file it cannot remove and returns the errors joined.
 func (c *Cache) Collect(ctx context.Context, referenced []string) error {
 	start := time.Now()
+	if other := c.otherUser(); other != "" {
+		// What another process holds for its next boot is not in
+		// referenced: collect only when this process is the only user.
+		c.log.Info("image cache shared with another running process: collection skipped", "step", "gc", "user", other)
+		return nil
+	}
 	keep := map[string]bool{}
 	for _, p := range referenced {
 		if p != "" && filepath.IsAbs(p) {
@@ -150,6 +157,50 @@ func (c *Cache) Collect(ctx context.Context, referenced []string) error {
 		c.log.Warn("unreferenced cache entry is still open by a process: kept", "step", "gc", "path", b)
 	}
 	return errors.Join(errs...)
+}
+
+// register creates and locks this cache's file in <cache>/users; the lock
+// goes with the process.
+func (c *Cache) register() error {
+	f, err := os.CreateTemp(filepath.Join(c.dir, "users"), fmt.Sprintf("%d-*.lock", os.Getpid()))
+	if err != nil {
+		return fmt.Errorf("image cache: registering its user: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("image cache: locking %s: %w", f.Name(), err)
+	}
+	c.user = f
+	return nil
+}
+
+// otherUser names another live user of the cache ("" when none); the files
+// of users that died (their lock free) are removed.
+func (c *Cache) otherUser() string {
+	dir := filepath.Join(c.dir, "users")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return dir + ": " + err.Error()
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if c.user != nil && p == c.user.Name() {
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err != nil {
+			f.Close()
+			return e.Name()
+		}
+		os.Remove(p) // its process is gone
+		f.Close()
+	}
+	return ""
 }
 
 // collectOne removes the entry p unless it was handed out or made within

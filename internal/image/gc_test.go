@@ -152,6 +152,31 @@ func TestCollectKeepsWhatAMakerHandsOut(t *testing.T) {
 	}
 }
 
+func TestCollectWaitsForOtherUsers(t *testing.T) {
+	// Another live user of the cache (a second Cache here: its own lock)
+	// holds paths this one cannot know: nothing is collected until it goes.
+	c := newTestCache(t, "", nil)
+	c.gcGrace = time.Nanosecond
+	unused := entryPath(t, c, "code", "unused", ".ext4", time.Hour)
+	other := newTestCache(t, c.Dir(), nil)
+	if err := c.Collect(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if !present(unused) {
+		t.Fatalf("collected while another process used the cache")
+	}
+	other.user.Close() // as if its process died
+	if err := c.Collect(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if present(unused) {
+		t.Errorf("not collected once the other user was gone")
+	}
+	if present(other.user.Name()) {
+		t.Errorf("the dead user's file %s is still there", other.user.Name())
+	}
+}
+
 func TestIsEntryName(t *testing.T) {
 	h := hex.EncodeToString(make([]byte, 32))
 	for _, tc := range []struct {
