@@ -318,7 +318,7 @@ func TestStateDiskAndFaults(t *testing.T) {
 // with a 502.
 func killDuringStream(t *testing.T, a *appliance) {
 	t.Helper()
-	pids := vmtest.ProcessesWith(filepath.Join(a.stateDir, "vms"))
+	pids := vmtest.ProcessesWith(a.stateDir)
 	if len(pids) == 0 {
 		t.Fatalf("no QEMU process under %s", a.stateDir)
 	}
