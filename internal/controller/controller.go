@@ -319,6 +319,7 @@ type fn struct {
 	crashes     int       // consecutive crashes, for the backoff
 	lastConsole string    // console tail of the last instance that died
 	restartAt   time.Time // no boot for the serving version before this (backoff)
+	waitCrash   bool      // requests wait through this backoff (admission.go waitCrashes)
 }
 
 // notify publishes a change of f to its data plane (which serves the

@@ -224,6 +224,7 @@ func (c *Controller) watchInstance(f *fn, in *instance, m vm.Machine) {
 	f.crashes++
 	delay := c.backoff(f.crashes)
 	f.restartAt = time.Now().Add(delay)
+	f.waitCrash = f.crashes <= waitCrashes
 	if f.count(instReady, "") == 0 && f.count(instBooting, "") == 0 {
 		f.state = StateFailed
 	}

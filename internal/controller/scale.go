@@ -177,6 +177,7 @@ func (c *Controller) bootFailed(f *fn, in *instance, err error) {
 	f.crashes++
 	delay := c.backoff(f.crashes)
 	f.restartAt = time.Now().Add(delay)
+	f.waitCrash = false
 	if f.spec != nil && f.spec.Digest == in.version && f.count(instReady, in.version) == 0 && f.count(instBooting, in.version) == 0 {
 		f.state = StateFailed
 	}
