@@ -389,10 +389,10 @@ func run(ctx context.Context, f flags, log *slog.Logger) (bool, error) {
 		}
 		for {
 			state := callState(ctx, client, p.base, s.callID)
-			if state == "succeeded" {
+			if state == "done" {
 				break
 			}
-			if state == "failed" {
+			if state == "failed" || state == "dead-lettered" {
 				asyncFailed++
 				break
 			}
