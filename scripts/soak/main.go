@@ -202,6 +202,35 @@ func (p *proc) usage() (rssKiB, fds int) {
 	return rssKiB, fds
 }
 
+// fdKinds counts the appliance's open descriptors by kind (socket, pipe,
+// anon_inode, file), to tell a leak from connections to running VMs.
+func (p *proc) fdKinds() string {
+	dir := filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), "fd")
+	ents, _ := os.ReadDir(dir)
+	kinds := map[string]int{}
+	for _, e := range ents {
+		t, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		k := "file"
+		if i := strings.Index(t, ":"); i > 0 && !strings.HasPrefix(t, "/") {
+			k = t[:i]
+		}
+		kinds[k]++
+	}
+	keys := make([]string, 0, len(kinds))
+	for k := range kinds {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s %d ", k, kinds[k])
+	}
+	return strings.TrimSpace(b.String())
+}
+
 // qemus are the pids of the appliance's VMs.
 func (p *proc) qemus() []int {
 	var pids []int
@@ -290,6 +319,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) (bool, error) {
 		}
 	}
 	rss0, fds0 := p.usage()
+	kinds0, vms0 := p.fdKinds(), len(p.qemus())
 	log.Info("soaking", "duration", f.duration, "clients", f.clients, "redeploy", f.redeploy, "kill", f.kill, "rss_kib", rss0, "fds", fds0)
 
 	tctx, cancel := context.WithTimeout(ctx, f.duration)
@@ -379,6 +409,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) (bool, error) {
 	// Let the appliance settle (drains, GC) before the last measure.
 	time.Sleep(5 * time.Second)
 	rss1, fds1 := p.usage()
+	kinds1, vms1 := p.fdKinds(), len(p.qemus())
 
 	// Async results: every call must have succeeded by now (or soon).
 	asyncFailed, asyncPending := 0, 0
@@ -403,7 +434,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) (bool, error) {
 			time.Sleep(500 * time.Millisecond)
 		}
 	}
-	return report(os.Stdout, f, samples, kills, asyncFailed, asyncPending, rss0, fds0, rss1, fds1, p.logPath), nil
+	ok := report(os.Stdout, f, samples, kills, asyncFailed, asyncPending, rss0, fds0, rss1, fds1, p.logPath)
+	fmt.Printf("open fds by kind: start (%d VMs) %s; end (%d VMs) %s\n", vms0, kinds0, vms1, kinds1)
+	return ok, nil
 }
 
 func ticker(every time.Duration) <-chan time.Time {
