@@ -381,8 +381,11 @@ func killDuringStream(t *testing.T, a *appliance) {
 			t.Errorf("%d requests failed with %d, want only 502s", n, code)
 		}
 	}
-	if total > workers {
-		t.Errorf("%d requests failed, more than the %d that can be in flight", total, workers)
+	// Each client may lose the request in flight on the killed VM, and one
+	// more sent in the moment before the appliance saw QEMU exit (refused
+	// by the dead VM's port: a 502 as well).
+	if total > 2*workers {
+		t.Errorf("%d requests failed, more than the %d in flight (and as many sent before the exit was seen)", total, workers)
 	}
 	if ok <= before {
 		t.Errorf("no request succeeded after the kill")

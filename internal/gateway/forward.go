@@ -252,14 +252,11 @@ func copyBody(w io.Writer, src io.Reader, buf []byte, flush func() error) error 
 	}
 }
 
-// anotherInstance is the retry of forward: another ready instance of the
-// same function, or, when the refused one was the only one (its VM died:
-// the controller is replacing it), the replacement, waited for as a first
-// request waits for a boot (Options.BootWait). Nothing of the request
-// reached the dead VM, so only requests in flight on it fail.
+// anotherInstance is the retry of forward: a ready instance of the same
+// function at once, or none (it never waits for a boot).
 func (g *Gateway) anotherInstance(ctx context.Context, name string) (controller.Instance, bool) {
-	wait, cancel := context.WithTimeout(ctx, g.opts.BootWait)
-	defer cancel()
-	inst, err := g.fns.Acquire(wait, name)
+	now, cancel := context.WithCancel(ctx)
+	cancel()
+	inst, err := g.fns.Acquire(now, name)
 	return inst, err == nil
 }
