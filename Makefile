@@ -26,7 +26,7 @@ lint:
 kube-tools:
 	bash scripts/kube-tools.sh .cache/bin
 
-# Long fuzz runs of the user-input parsers (make test runs each for 3s).
+# Long fuzz runs of the user-input parsers (make test runs each for 2s).
 fuzz:
 	bash scripts/fuzz.sh -time $${FUZZTIME:-5m}
 

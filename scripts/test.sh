@@ -37,7 +37,7 @@ log "go test"
 go test -count=1 -p 1 -timeout 30m ./...
 
 log "fuzz (short bounded runs; make fuzz for long ones)"
-bash scripts/fuzz.sh -time 3s
+bash scripts/fuzz.sh -time 2s
 
 log "dashboard in a real browser (chromium + playwright-core, live appliance)"
 bash scripts/browser-test.sh

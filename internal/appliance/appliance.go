@@ -34,6 +34,7 @@ type Appliance struct {
 	Queue      *async.Queue
 	cfg        *config.Config
 	log        *slog.Logger
+	disk       *stateDisk
 }
 
 // New builds every part from cfg. Nothing runs a VM until functions are
@@ -104,6 +105,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 		SecretsDir:   cfg.SecretsDir,
 		SnapshotsDir: vmSnapshotsDir(cfg),
 		Logger:       log,
+		// Disks no VM or kept version uses are removed (FAAS_KEEP_VERSIONS).
+		Collector: cache, KeepVersions: cfg.KeepVersions, GCInterval: cfg.GCInterval,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
 
 	queue, err := openQueue(ctx, cfg, mets, log)
@@ -117,7 +120,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 		_ = ctrl.Close(ctx)
 		return nil, err
 	}
+	disk := &stateDisk{dir: cfg.StateDir, budget: cfg.StateBudget, log: log.With("component", "state-disk")}
 	gwOpts := gateway.Options{
+		Health:   disk.health,
 		BootWait: cfg.BootWait, InvokeTimeout: cfg.InvokeTimeout, MaxBody: int64(cfg.MaxBody),
 		APIToken: cfg.APIToken, ShutdownTimeout: cfg.ShutdownTimeout, Observer: mets, Queue: queue,
 		Logs:      funcLogs,
@@ -134,7 +139,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	}))
 	// The dashboard page is public: the /api data it polls keeps the token.
 	gw.Mount(ui.MountPattern, ui.Handler())
-	return &Appliance{Controller: ctrl, Gateway: gw, Queue: queue, cfg: cfg, log: log}, nil
+	gw.MountAPI("/api/disk", disk)
+	return &Appliance{Controller: ctrl, Gateway: gw, Queue: queue, cfg: cfg, log: log, disk: disk}, nil
 }
 
 // Watch deploys every function folder now and every change from then on,
@@ -178,6 +184,7 @@ func (a *Appliance) Watch(ctx context.Context) error {
 		closeAll()
 		return err
 	}
+	go a.disk.run(ctx)
 	for _, w := range watchers {
 		go func() {
 			for n := range w.Events() {

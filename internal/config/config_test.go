@@ -59,6 +59,7 @@ func defaults() Config {
 // withIsolationDefaults sets the isolation block's defaults, by hand.
 func (c Config) withIsolationDefaults() Config {
 	c.DepsTimeout, c.BuildCABundle = 10*time.Minute, "/etc/ssl/certs/ca-certificates.crt" // the dependency installs' defaults too
+	c.DiskConfig = DiskConfig{KeepVersions: 2, GCInterval: 10 * time.Minute, StateBudget: "80%"}
 	c.VMUIDBase, c.VMUIDCount = 40000, 1000
 	c.EgressDeny = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"}
 	c.PolicyAllowedImages = []string{}
@@ -499,6 +500,7 @@ func TestSettingsNames(t *testing.T) {
 		"FAAS_ASYNC_RESULT_BYTES", "FAAS_ASYNC_MAX_BYTES", "FAAS_CALLBACK_HOSTS",
 		"FAAS_UPLOADS_DIR", "FAAS_UPLOADS",
 		"FAAS_PIP_INDEX_URL", "FAAS_NPM_REGISTRY", "FAAS_DEPS_TIMEOUT", "FAAS_BUILD_CA_BUNDLE",
+		"FAAS_KEEP_VERSIONS", "FAAS_GC_INTERVAL", "FAAS_STATE_BUDGET",
 	}
 	var got []string
 	usage := Usage()

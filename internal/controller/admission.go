@@ -48,8 +48,17 @@ type gate struct {
 	state     string    // the function's state
 	hasSpec   bool      // a version was ever loaded
 	restartAt time.Time // a crash's backoff runs until then
+	waitCrash bool      // requests wait through this backoff (see waitCrashes)
 	lastErr   string
 }
+
+// waitCrashes is how many crashes in a row of a VM that was serving
+// requests still wait through: after a VM dies now and then (a killed QEMU,
+// the OOM killer) the replacement boots within a few seconds and the
+// requests arriving meanwhile are served by it; a function that keeps
+// crashing, or whose boot failed, is refused at once (503 with Retry-After)
+// until its backoff ends.
+const waitCrashes = 2
 
 // waiter is one request waiting for a slot. Exactly one of in and err is
 // set, under the admission lock, before ready gets its one value.
@@ -86,7 +95,7 @@ func (a *admission) unavailable(name string, now time.Time) error {
 	case g.booting > 0:
 		return nil
 	case g.state == StateInvalid:
-	case g.state == StateFailed && (!g.hasSpec || now.Before(g.restartAt)):
+	case g.state == StateFailed && (!g.hasSpec || (now.Before(g.restartAt) && !g.waitCrash)):
 		// Nothing ever served, or a crash's backoff runs: after it, a
 		// request boots the version again.
 	default:
@@ -181,7 +190,7 @@ func (c *Controller) resync(f *fn) {
 	}
 	a.gate = gate{
 		removed: f.removed, closed: c.closed, booting: f.count(instBooting, ""),
-		state: f.state, hasSpec: f.spec != nil, restartAt: f.restartAt, lastErr: f.lastErr,
+		state: f.state, hasSpec: f.spec != nil, restartAt: f.restartAt, waitCrash: f.waitCrash, lastErr: f.lastErr,
 	}
 	a.dispatch(f.name, time.Now())
 }

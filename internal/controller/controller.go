@@ -95,6 +95,19 @@ type Options struct {
 	// directory per function and key; "" or an engine without
 	// vm.Snapshotter: every instance boots.
 	SnapshotsDir string
+	// Collector removes the disks no instance or kept version uses (gc.go;
+	// nil: none is removed). KeepVersions is how many versions each
+	// function served before keep their disks (0: none); GCInterval is
+	// how often it runs besides after deploys (default 10m); GCReferenced,
+	// when set, names more paths that stay (snapshots' disks).
+	Collector    Collector
+	KeepVersions int
+	GCInterval   time.Duration
+	GCReferenced func() []string
+	// PrepareRetry is the first delay before a deploy whose disks failed
+	// for a transient cause (full disk, docker engine away) is tried again;
+	// it doubles up to MaxBackoff (default 5s).
+	PrepareRetry time.Duration
 	Logger       *slog.Logger
 }
 
@@ -134,6 +147,13 @@ func (o *Options) setDefaults() {
 	o.QueueSize = max(o.QueueSize, 0)
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = time.Minute
+	}
+	if o.GCInterval <= 0 {
+		o.GCInterval = 10 * time.Minute
+	}
+	o.KeepVersions = max(o.KeepVersions, 0)
+	if o.PrepareRetry <= 0 {
+		o.PrepareRetry = 5 * time.Second
 	}
 	if o.ScaleInterval <= 0 {
 		o.ScaleInterval = time.Second
@@ -189,6 +209,8 @@ type Controller struct {
 	kicks chan *fn
 	// pssDenied: the warning that PSS cannot be read was logged.
 	pssDenied sync.Once
+	// gcKicks asks for a disk collection (gc.go).
+	gcKicks chan struct{}
 }
 
 // New returns a controller. Call Sync for each function folder (the watcher
@@ -206,6 +228,12 @@ func New(opts Options, engine vm.Engine, images Images) *Controller {
 		cancel: cancel,
 		fns:    map[string]*fn{},
 		kicks:  make(chan *fn, 256),
+
+		gcKicks: make(chan struct{}, 1),
+	}
+	if opts.Collector != nil {
+		c.wg.Add(1)
+		go c.gcLoop()
 	}
 	c.wg.Add(1)
 	go c.autoscaleLoop()
@@ -290,10 +318,18 @@ type fn struct {
 	// snaps are the snapshots of the serving version and of one being
 	// deployed, by version digest (snapshot.go)
 	snaps map[string]*snapState
+	// disks kept for collection (gc.go): versions served before, newest
+	// first; the disks of the deploy in progress.
+	history   []diskSet
+	preparing diskSet
+	// prepareFails counts deploys in a row whose disks failed for a
+	// transient cause (the retry backoff).
+	prepareFails int
 
 	crashes     int       // consecutive crashes, for the backoff
 	lastConsole string    // console tail of the last instance that died
 	restartAt   time.Time // no boot for the serving version before this (backoff)
+	waitCrash   bool      // requests wait through this backoff (admission.go waitCrashes)
 }
 
 // notify publishes a change of f to its data plane (which serves the

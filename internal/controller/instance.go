@@ -59,6 +59,8 @@ type instance struct {
 	stopped    chan struct{}
 	// abortBoot cancels the boot in progress (set while booting).
 	abortBoot context.CancelFunc
+	// disks it boots from (gc.go)
+	disks diskSet
 }
 
 // Boot errors that are nobody's fault.
@@ -74,6 +76,9 @@ var (
 func (c *Controller) boot(f *fn, spec *function.Spec, d disks) (*instance, error) {
 	c.mu.Lock()
 	in, err := c.register(f, spec)
+	if in != nil {
+		in.disks = d.set()
+	}
 	c.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -238,6 +243,7 @@ func (c *Controller) watchInstance(f *fn, in *instance, m vm.Machine) {
 	f.crashes++
 	delay := c.backoff(f.crashes)
 	f.restartAt = time.Now().Add(delay)
+	f.waitCrash = f.crashes <= waitCrashes
 	if f.count(instReady, "") == 0 && f.count(instBooting, "") == 0 {
 		f.state = StateFailed
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/faasvm/appliance/internal/function"
+	"github.com/faasvm/appliance/internal/image"
 )
 
 // Reconciling: a function folder becomes a validated spec, its disks and
@@ -73,6 +74,7 @@ func (c *Controller) reconcileLoop(f *fn) {
 			again := f.pending && !c.closed
 			f.working = false
 			c.mu.Unlock()
+			c.kickGC()
 			if again {
 				c.Sync(f.name)
 			}
@@ -81,6 +83,7 @@ func (c *Controller) reconcileLoop(f *fn) {
 		if !f.pending || c.closed {
 			f.working = false
 			c.mu.Unlock()
+			c.kickGC()
 			return
 		}
 		f.pending = false
@@ -98,6 +101,13 @@ func (c *Controller) reconcile(f *fn) {
 	}
 	spec, err := function.Load(dir, c.opts.Defaults, c.opts.Template, c.engine.Name())
 	if err != nil {
+		// Snapshotting the folder can fail for want of space: that is no
+		// fault of the function, and it is retried.
+		if err = image.Classify(err, c.opts.Defaults.SnapshotDir); image.Transient(err) {
+			c.fail(f, StateFailed, fmt.Errorf("snapshotting the function folder: %w", err))
+			c.retryTransient(f, err)
+			return
+		}
 		c.fail(f, StateInvalid, fmt.Errorf("invalid function: %w", err))
 		return
 	}
@@ -140,8 +150,11 @@ func (c *Controller) reconcile(f *fn) {
 	d, err := c.prepare(c.life, spec)
 	if err != nil {
 		c.fail(f, StateFailed, err)
+		c.retryTransient(f, err)
 		return
 	}
+	c.setPreparing(f, d.set())
+	defer c.setPreparing(f, diskSet{})
 	d.secrets = secrets
 	c.openSnapshot(f, spec, d)
 	started, err := c.bootN(f, spec, d, want)
@@ -246,7 +259,11 @@ func (c *Controller) startN(f *fn, spec *function.Spec, d disks, n int) ([]*inst
 func (c *Controller) promote(f *fn, spec *function.Spec, d disks, ready []*instance) {
 	c.mu.Lock()
 	old := f.spec
+	if old != nil {
+		c.remember(f, f.disks)
+	}
 	f.spec, f.disks = spec, d
+	f.prepareFails = 0
 	f.state, f.lastErr, f.warnings = StateReady, "", spec.Warnings
 	f.startedAt = time.Now()
 	f.dp.mu.Lock()

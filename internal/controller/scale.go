@@ -143,6 +143,7 @@ func (c *Controller) scaleOut(f *fn, n int) {
 			c.log.Warn("not scaling out", "function", f.name, "err", err)
 			return
 		}
+		in.disks = d.set()
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -177,6 +178,7 @@ func (c *Controller) bootFailed(f *fn, in *instance, err error) {
 	f.crashes++
 	delay := c.backoff(f.crashes)
 	f.restartAt = time.Now().Add(delay)
+	f.waitCrash = false
 	if f.spec != nil && f.spec.Digest == in.version && f.count(instReady, in.version) == 0 && f.count(instBooting, in.version) == 0 {
 		f.state = StateFailed
 	}

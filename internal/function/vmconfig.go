@@ -166,6 +166,15 @@ func decodeVMConfig(file string, data []byte) (*vmConfig, error) {
 	if err := scheme.Serializer.DecodeInto(data, v); err != nil {
 		return nil, invalidf("%s: %s", file, cleanDecodeError(err, data))
 	}
+	// A reference the file leaves unset (Ignite's scheme defaults most,
+	// not all) has no String: it panics. Refuse rather than crash.
+	// (The image is the appliance's choice: the controller sets it.)
+	switch {
+	case v.Spec.Kernel.OCI.IsUnset():
+		return nil, invalidf("%s: spec.kernel.oci is empty (is apiVersion one Ignite knows?)", file)
+	case v.Spec.Sandbox.OCI.IsUnset():
+		return nil, invalidf("%s: spec.sandbox.oci is empty (is apiVersion one Ignite knows?)", file)
+	}
 	if v.Spec.Sandbox.OCI.String() == devSandboxImage {
 		// The library defaults an unnamed sandbox to its unreleased dev tag;
 		// name the release this appliance supports instead.

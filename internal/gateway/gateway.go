@@ -69,6 +69,9 @@ type Options struct {
 	// controller's recorder so VM starts reach the charts (nil: the gateway
 	// keeps its own, with invocations only).
 	Series *Series
+	// Health adds fields to /healthz's answer (nil: none), such as the
+	// state disk's figures; it must be quick and reveal nothing private.
+	Health func() map[string]any
 }
 
 // Observer records invocations, e.g. as Prometheus metrics. It gets every
@@ -248,5 +251,12 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (g *Gateway) healthz(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	body := map[string]any{}
+	if g.opts.Health != nil {
+		for k, v := range g.opts.Health() {
+			body[k] = v
+		}
+	}
+	body["status"] = "ok"
+	return c.JSON(http.StatusOK, body)
 }

@@ -47,12 +47,18 @@ type Config struct {
 	CodeSizeLimit int64
 	// Deps is how dependency installs run (see DepsDisk).
 	Deps DepsConfig
+	// GCGrace is how long Collect keeps an entry handed out or made
+	// (DefaultGCGrace when zero).
+	GCGrace time.Duration
 }
 
 // Validate reports the first problem with c.
 func (c *Config) Validate() error {
 	if c.Dir == "" {
 		return errors.New("image cache: no directory")
+	}
+	if c.GCGrace < 0 {
+		return fmt.Errorf("image cache: gc grace %s is negative", c.GCGrace)
 	}
 	if c.CodeSizeLimit < 0 {
 		return fmt.Errorf("image cache: code size limit %d is negative", c.CodeSizeLimit)
@@ -73,8 +79,20 @@ type Cache struct {
 	depsCfg    DepsConfig
 	deps       depsCounters
 
+	gcGrace time.Duration
+
 	mu    sync.Mutex
 	locks map[string]*keyLock
+	// lastUse: when each entry was last handed out (gc.go).
+	lastUse map[string]time.Time
+	// verifiedAt: entries whose content was checked against their
+	// sha256 by this process (integrity.go).
+	verifiedAt map[string]time.Time
+	lastGC     GCResult
+	corrupt    int
+	// user is this cache's file in <cache>/users, locked while it lives
+	// (gc.go: no collection while another process uses the cache).
+	user *os.File
 }
 
 type keyLock struct {
@@ -94,6 +112,13 @@ func New(cfg Config) (*Cache, error) {
 		codeLimit: cfg.CodeSizeLimit,
 		depsCfg:   cfg.Deps,
 		locks:     map[string]*keyLock{},
+		gcGrace:   cfg.GCGrace,
+
+		lastUse:    map[string]time.Time{},
+		verifiedAt: map[string]time.Time{},
+	}
+	if c.gcGrace == 0 {
+		c.gcGrace = DefaultGCGrace
 	}
 	if d, ok := cfg.Docker.(DepsDocker); ok && cfg.Docker != nil {
 		c.depsDocker = d
@@ -104,10 +129,13 @@ func New(cfg Config) (*Cache, error) {
 	if c.codeLimit == 0 {
 		c.codeLimit = DefaultCodeSizeLimit
 	}
-	for _, d := range []string{"initramfs", "rootfs", "code", "deps", "tmp"} {
+	for _, d := range []string{"initramfs", "rootfs", "code", "deps", "tmp", "users"} {
 		if err := os.MkdirAll(filepath.Join(c.dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("creating image cache: %w", err)
 		}
+	}
+	if err := c.register(); err != nil {
+		return nil, err
 	}
 	c.sweepTmp(staleAfter)
 	mkfs, err := newExt4Maker(c.log)
@@ -195,19 +223,48 @@ func (c *Cache) tempDir(pattern string) (string, error) {
 	return d, nil
 }
 
-// publish makes tmp read-only and renames it to final.
-func publish(tmp, final string) error {
+// publish makes tmp read-only, flushes it to the disk and renames it to
+// final, then seals it (integrity.go) and records its use; final's key lock
+// is held. A disk that fills up fails here or earlier, never leaving a
+// partial entry under the final name.
+func (c *Cache) publish(tmp, final string) error {
 	if err := os.Chmod(tmp, 0o444); err != nil {
+		return fmt.Errorf("publishing %s: %w", final, err)
+	}
+	if err := fsyncFile(tmp); err != nil {
 		return fmt.Errorf("publishing %s: %w", final, err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("publishing %s: %w", final, err)
 	}
-	if d, err := os.Open(filepath.Dir(final)); err == nil {
-		_ = d.Sync() // best effort: the rename is durable once the directory is
+	syncDir(filepath.Dir(final))
+	if err := c.sealEntry(final); err != nil {
+		c.log.Warn("cache entry published without its sidecar: checked by structure only", "path", final, "err", err)
+	}
+	c.used(final)
+	return nil
+}
+
+// fsyncFile flushes the file path to the disk.
+func fsyncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncDir flushes the directory dir, so that a rename in it is durable
+// (best effort).
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
 		_ = d.Close()
 	}
-	return nil
 }
 
 // writeFileAtomic writes the output of write to final through a temporary
@@ -223,14 +280,10 @@ func (c *Cache) writeFileAtomic(final string, write func(w io.Writer) error) err
 		f.Close()
 		return fmt.Errorf("writing %s: %w", final, err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", final, err)
-	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", final, err)
 	}
-	return publish(tmp, final)
+	return c.publish(tmp, final)
 }
 
 // exists reports whether path names a regular file.

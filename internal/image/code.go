@@ -66,11 +66,12 @@ func (c *Cache) CodeDisk(ctx context.Context, src string) (string, error) {
 	log := c.log.With("step", "code", "dir", src, "digest", digest)
 
 	defer c.lock(path)()
-	ok, err := exists(path)
+	ok, err := c.checkEntry(path)
 	if err != nil {
 		return "", fmt.Errorf("code disk of %s: %w", src, err)
 	}
 	if ok {
+		c.used(path)
 		log.Debug("code disk cached", "path", path)
 		return path, nil
 	}
@@ -93,7 +94,7 @@ func (c *Cache) CodeDisk(ctx context.Context, src string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("code disk of %s: %w", src, err)
 	}
-	if err := publish(out, path); err != nil {
+	if err := c.publish(out, path); err != nil {
 		return "", fmt.Errorf("code disk of %s: %w", src, err)
 	}
 	log.Info("code disk made", "path", path, "files", len(entries), "elapsed", time.Since(start).Round(time.Millisecond))

@@ -51,7 +51,7 @@ func writeCPIO(w io.Writer, entries []cpioEntry) error {
 	slices.SortFunc(sorted, func(a, b cpioEntry) int { return cmp.Compare(a.Name, b.Name) })
 	bw := bufio.NewWriter(w)
 	for i, e := range sorted {
-		if e.Name == "" || e.Name == "." || e.Name == cpioTrailer || path.Clean(e.Name) != e.Name ||
+		if e.Name == "" || e.Name == "." || e.Name == cpioTrailer || path.Clean(e.Name) != e.Name || strings.ContainsRune(e.Name, 0) ||
 			strings.HasPrefix(e.Name, "/") || strings.HasPrefix(e.Name, "../") || e.Name == ".." {
 			return fmt.Errorf("cpio entry name %q is invalid", e.Name)
 		}

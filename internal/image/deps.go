@@ -203,9 +203,10 @@ func (c *Cache) DepsDisk(ctx context.Context, runtime, imageID, dir string) (str
 	log := c.log.With("step", "deps", "runtime", runtime, "manifest", ms[0].name, "key", key[:12])
 
 	defer c.lock(out)()
-	if ok, err := exists(out); err != nil {
+	if ok, err := c.checkEntry(out); err != nil {
 		return "", fmt.Errorf("dependency disk: %w", err)
 	} else if ok {
+		c.used(out)
 		c.deps.cached.Add(1)
 		log.Info("dependency disk cached: no install", "path", out)
 		return out, nil
@@ -572,7 +573,7 @@ func (c *Cache) depsImage(ctx context.Context, log *slog.Logger, rc io.Reader, o
 		return err
 	}
 	log.Info("dependency disk written", "files", stats.entries, "content_bytes", stats.bytes, "bytes", img.Bytes)
-	return publish(tmp, out)
+	return c.publish(tmp, out)
 }
 
 // rebaseTar copies the tar r to w with the leading directory top removed
@@ -590,20 +591,21 @@ func rebaseTar(w io.Writer, r io.Reader, top string, limit int64) error {
 		if err != nil {
 			return fmt.Errorf("reading the installed dependencies: %w", err)
 		}
-		name := strings.TrimPrefix(path.Clean(hdr.Name), top)
-		name = strings.TrimPrefix(name, "/")
-		if name == "" || name == "." {
-			continue
-		}
-		if strings.HasPrefix(name, "../") {
+		name, ok := underTop(hdr.Name, top)
+		if !ok {
 			return fmt.Errorf("installed dependencies: entry %q leaves the tree", hdr.Name)
+		}
+		if name == "" {
+			continue // top itself
 		}
 		hdr.Name = name
 		if hdr.Typeflag == tar.TypeDir {
 			hdr.Name += "/"
 		}
 		if hdr.Typeflag == tar.TypeLink {
-			hdr.Linkname = strings.TrimPrefix(strings.TrimPrefix(path.Clean(hdr.Linkname), top), "/")
+			if hdr.Linkname, ok = underTop(hdr.Linkname, top); !ok || hdr.Linkname == "" {
+				return fmt.Errorf("installed dependencies: hard link %q -> %q leaves the tree", hdr.Name, hdr.Linkname)
+			}
 		}
 		if hdr.Typeflag == tar.TypeReg {
 			if total += hdr.Size; total > limit {
@@ -623,6 +625,25 @@ func rebaseTar(w io.Writer, r io.Reader, top string, limit int64) error {
 		}
 	}
 	return tw.Close()
+}
+
+// underTop returns the tar name n relative to the directory top it must be
+// in ("" for top itself), and false when n is elsewhere or leaves it.
+func underTop(n, top string) (string, bool) {
+	if strings.ContainsRune(n, 0) {
+		return "", false
+	}
+	clean := strings.TrimPrefix(path.Clean("/"+n), "/")
+	if strings.Contains("/"+n+"/", "/../") {
+		return "", false // a name climbing anywhere is refused, even if it lands inside
+	}
+	switch {
+	case clean == top:
+		return "", true
+	case strings.HasPrefix(clean, top+"/"):
+		return strings.TrimPrefix(clean, top+"/"), true
+	}
+	return "", false
 }
 
 // lineTail logs every line it reads as progress and keeps the last max.

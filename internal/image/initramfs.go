@@ -98,11 +98,12 @@ func (c *Cache) Initramfs(ctx context.Context, agentPath string, k *Kernel) (str
 	key := hex.EncodeToString(sum[:])
 	final := filepath.Join(c.dir, "initramfs", key+".cpio")
 	defer c.lock(final)()
-	ok, err := exists(final)
+	ok, err := c.checkEntry(final)
 	if err != nil {
 		return "", fmt.Errorf("making initramfs: %w", err)
 	}
 	if ok {
+		c.used(final)
 		c.log.Debug("initramfs cached", "step", "initramfs", "path", final)
 		return final, nil
 	}

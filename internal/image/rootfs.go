@@ -100,11 +100,18 @@ func (c *Cache) madeRuntimeRootFS(runtime, tag string) (RootFS, error) {
 		return RootFS{}, fmt.Errorf("runtime %s: %s holds %q, not an image ID", runtime, c.runtimeRecord(runtime), id)
 	}
 	fs := RootFS{Path: filepath.Join(c.dir, "rootfs", m[2]+".ext4"), Image: tag, ImageID: "sha256:" + m[2]}
-	fi, err := os.Stat(fs.Path)
-	if err != nil {
-		return RootFS{}, fmt.Errorf("runtime %s: no docker engine, and the root filesystem made earlier is gone: %w", runtime, err)
+	defer c.lock(fs.Path)()
+	ok, err := c.checkEntry(fs.Path)
+	if err == nil && !ok {
+		err = fmt.Errorf("%s is gone (missing, or corrupted and removed)", fs.Path)
 	}
-	fs.Bytes = fi.Size()
+	if err != nil {
+		return RootFS{}, fmt.Errorf("runtime %s: no docker engine to rebuild it, and the root filesystem made earlier is unusable: %w", runtime, err)
+	}
+	c.used(fs.Path)
+	if fi, err := os.Stat(fs.Path); err == nil {
+		fs.Bytes = fi.Size()
+	}
 	c.log.Info("root filesystem made by an earlier run (no docker engine)", "step", "rootfs", "image", tag, "image_id", fs.ImageID, "path", fs.Path)
 	return fs, nil
 }
@@ -282,12 +289,15 @@ func (c *Cache) rootFS(ctx context.Context, ref, id string) (RootFS, error) {
 	log := c.log.With("step", "rootfs", "image", ref, "image_id", fs.ImageID)
 
 	defer c.lock(fs.Path)()
-	if fi, err := os.Stat(fs.Path); err == nil {
-		fs.Bytes = fi.Size()
+	if ok, err := c.checkEntry(fs.Path); err != nil {
+		return RootFS{}, fmt.Errorf("root filesystem of %s: %w", ref, err)
+	} else if ok {
+		c.used(fs.Path)
+		if fi, err := os.Stat(fs.Path); err == nil {
+			fs.Bytes = fi.Size()
+		}
 		log.Info("root filesystem cached", "path", fs.Path, "bytes", fs.Bytes)
 		return fs, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return RootFS{}, fmt.Errorf("root filesystem of %s: %w", ref, err)
 	}
 	if err := c.exportRootFS(ctx, log, fs); err != nil {
 		return RootFS{}, fmt.Errorf("making root filesystem of %s: %w", ref, err)
@@ -362,7 +372,7 @@ func (c *Cache) exportRootFS(ctx context.Context, log *slog.Logger, fs RootFS) e
 	if err := c.mkfs.make(ctx, img); err != nil {
 		return err
 	}
-	if err := publish(out, fs.Path); err != nil {
+	if err := c.publish(out, fs.Path); err != nil {
 		return err
 	}
 	log.Info("root filesystem made", "path", fs.Path, "bytes", img.Bytes,

@@ -147,7 +147,13 @@ func (e *execHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	res := e.run(ctx, cancel, path, requestEnv(e.env, r, len(body)), body, r.Header.Get(protocol.RequestIDHeader))
+	env := requestEnv(e.env, r, len(body))
+	if slices.ContainsFunc(env[len(e.env):], func(v string) bool { return strings.IndexByte(v, 0) >= 0 }) {
+		// A process environment cannot carry a NUL (exec refuses it).
+		writeError(w, http.StatusBadRequest, "the request's path, query or headers contain a NUL byte, which the handler's environment cannot carry")
+		return
+	}
+	res := e.run(ctx, cancel, path, env, body, r.Header.Get(protocol.RequestIDHeader))
 	switch {
 	case res.startErr != nil:
 		e.log.Error("starting handler", "err", res.startErr)
@@ -194,8 +200,9 @@ func requestEnv(base []string, r *http.Request, bodyLen int) []string {
 	env := slices.Clip(base)
 	names := make([]string, 0, len(r.Header))
 	for name := range r.Header {
-		if strings.EqualFold(name, protocol.SecretHeader) || strings.EqualFold(name, protocol.ControlHeader) {
-			continue
+		if strings.EqualFold(name, protocol.SecretHeader) || strings.EqualFold(name, protocol.ControlHeader) ||
+			strings.ContainsAny(name, "=\x00") {
+			continue // no variable can be named so
 		}
 		names = append(names, name)
 	}
