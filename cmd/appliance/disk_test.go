@@ -20,6 +20,7 @@ package main_test
 //     fail, each with a clean 502; every other one succeeds.
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,7 +46,14 @@ import (
 // filesystem copied from the shared cache, and returns it.
 func tmpfsStateDir(t *testing.T, size int64) string {
 	t.Helper()
-	shared := os.Getenv("FAAS_STATE_DIR")
+	// The shared cache's bash root filesystem is copied in below: make sure
+	// it exists (vmtest.Load also fails, with what to run, when the real-VM
+	// assets are missing).
+	assets := vmtest.Load(t)
+	if _, err := assets.Disks.RootFS(context.Background(), "bash", ""); err != nil {
+		t.Fatalf("building the bash root filesystem in the shared cache: %v", err)
+	}
+	shared := assets.StateDir
 	dir := vmtest.ShortDir(t)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0755", size), "faasvm-test", dir).CombinedOutput(); err != nil {
 		t.Fatalf("mounting a tmpfs on %s (the test needs root): %v %s", dir, err, out)
