@@ -334,8 +334,9 @@ func (c *Controller) restore(parent context.Context, sn vm.Snapshotter, snap *vm
 	return nil, RestoreEngine, err
 }
 
-// restoreFailed counts a failed restore, deletes the snapshot (unless a
-// newer one replaced it meanwhile) and makes a new one.
+// restoreFailed counts a failed restore and deletes the snapshot (unless
+// a newer one replaced it meanwhile); a new one is made once the boot that
+// replaces the restore is ready.
 func (c *Controller) restoreFailed(f *fn, st *snapState, snap *vm.Snapshot, reason string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -354,8 +355,10 @@ func (c *Controller) restoreFailed(f *fn, st *snapState, snap *vm.Snapshot, reas
 			c.log.Error("deleting the failed snapshot", "function", f.name, "dir", st.dir, "err", rerr)
 		}
 	}
-	st.retryAt = time.Time{} // a rebuild is due now, not after a build backoff
-	c.buildSnapshot(f, st)
+	// A rebuild is due as soon as the boot standing in for this restore
+	// is ready (scale-out and promote call ensureSnapshot then), not at
+	// once: the builder VM would slow that boot down.
+	st.retryAt = time.Time{}
 }
 
 // ensureSnapshot starts the build of the serving version's snapshot if it
