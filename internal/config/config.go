@@ -159,6 +159,8 @@ type Config struct {
 
 	// Dependency installs (deps.go).
 	DepsConfig
+	// Time and resource limits (limits.go).
+	LimitsConfig
 }
 
 // AllowEgress resolves PolicyAllowEgress: whether functions may have
@@ -234,7 +236,7 @@ func settings() []setting {
 			return ""
 		}
 	}
-	return append(append(append(append([]setting{
+	return append(append(append(append(append([]setting{
 		{key: "listen", def: ":8080", typ: "string", help: "host:port the gateway listens on",
 			field: func(c *Config) any { return &c.Listen }, check: checkListen},
 		{key: "functions_dir", def: "./functions", typ: "string", help: "folder with one sub-folder per function",
@@ -318,7 +320,7 @@ func settings() []setting {
 				}
 				return ""
 			}},
-	}, isolationSettings()...), asyncSettings()...), uploadSettings()...), depsSettings()...)
+	}, isolationSettings()...), asyncSettings()...), uploadSettings()...), depsSettings()...), limitsSettings()...)
 }
 
 // isolationSettings are who QEMU runs as, where egress guests may not go,

@@ -58,6 +58,7 @@ func defaults() Config {
 // withIsolationDefaults sets the isolation block's defaults, by hand.
 func (c Config) withIsolationDefaults() Config {
 	c.DepsTimeout, c.BuildCABundle = 10*time.Minute, "/etc/ssl/certs/ca-certificates.crt" // the dependency installs' defaults too
+	c.PrepareTimeout, c.ConsoleMaxSize = 15*time.Minute, MiB // and the limits'
 	c.VMUIDBase, c.VMUIDCount = 40000, 1000
 	c.EgressDeny = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"}
 	c.PolicyAllowedImages = []string{}
@@ -498,6 +499,7 @@ func TestSettingsNames(t *testing.T) {
 		"FAAS_ASYNC_RESULT_BYTES", "FAAS_ASYNC_MAX_BYTES", "FAAS_CALLBACK_HOSTS",
 		"FAAS_UPLOADS_DIR", "FAAS_UPLOADS",
 		"FAAS_PIP_INDEX_URL", "FAAS_NPM_REGISTRY", "FAAS_DEPS_TIMEOUT", "FAAS_BUILD_CA_BUNDLE",
+		"FAAS_PREPARE_TIMEOUT", "FAAS_MAX_CONCURRENT_BOOTS", "FAAS_CONSOLE_MAX_SIZE",
 	}
 	var got []string
 	usage := Usage()
