@@ -93,13 +93,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	}
 	ctrl := controller.New(controller.Options{
 		FunctionsDir: cfg.FunctionsDir, UploadsDir: cfg.UploadsDirOrDefault(), Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
-		Defaults:   defaults,
-		EngineNote: engineNote,
-		QueueSize:  cfg.Queue,
-		Metrics:    mets,
-		Logs:       funcLogs,
-		SecretsDir: cfg.SecretsDir,
-		Logger:     log,
+		Defaults:           defaults,
+		EngineNote:         engineNote,
+		QueueSize:          cfg.Queue,
+		PrepareTimeout:     cfg.PrepareTimeout,
+		MaxConcurrentBoots: maxConcurrentBoots(cfg, engine, log),
+		Metrics:            mets,
+		Logs:               funcLogs,
+		SecretsDir:         cfg.SecretsDir,
+		Logger:             log,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
 
 	queue, err := openQueue(ctx, cfg, mets, log)
@@ -127,6 +129,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	gw.MountAPI("/metrics", promhttp.HandlerFor(mets.Registry(), promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}))
+	mountLimits(gw, mets.Registry(), ctrl)
 	// The dashboard page is public: the /api data it polls keeps the token.
 	gw.Mount(ui.MountPattern, ui.Handler())
 	return &Appliance{Controller: ctrl, Gateway: gw, Queue: queue, cfg: cfg, log: log}, nil

@@ -52,6 +52,8 @@ type instance struct {
 	stopped    chan struct{}
 	// abortBoot cancels the boot in progress (set while booting).
 	abortBoot context.CancelFunc
+	// queuedBoot: waiting for a slot under Options.MaxConcurrentBoots.
+	queuedBoot bool
 }
 
 // Boot errors that are nobody's fault.
@@ -141,12 +143,21 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 	if spec.Egress {
 		agent.Network.DNS = protocol.GuestDNS
 	}
-	ctx, cancel := context.WithTimeout(c.life, c.opts.BootTimeout)
+	life, cancel := context.WithCancel(c.life)
 	defer cancel()
 	c.mu.Lock()
 	in.abortBoot = cancel
 	aborted := in.stopCalled
 	c.mu.Unlock()
+	var release func()
+	if !aborted {
+		var err error
+		if release, err = c.waitBootSlot(life, f, in); err != nil {
+			aborted = true
+		} else {
+			defer release()
+		}
+	}
 	if aborted {
 		c.mu.Lock()
 		f.instances = without(f.instances, in)
@@ -154,6 +165,9 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		c.mu.Unlock()
 		return fmt.Errorf("booting vm for %s: %w", f.name, errStoppedBooting)
 	}
+	// The boot timeout runs from the slot on, not while waiting in line.
+	ctx, cancelBoot := context.WithTimeout(life, c.opts.BootTimeout)
+	defer cancelBoot()
 	start := time.Now()
 	c.log.Info("booting vm", "function", f.name, "vm_id", in.id, "version", short(spec.Digest), "engine", c.engine.Name())
 	m, err := c.engine.Start(ctx, &vm.Spec{
