@@ -58,7 +58,7 @@ func defaults() Config {
 // withIsolationDefaults sets the isolation block's defaults, by hand.
 func (c Config) withIsolationDefaults() Config {
 	c.DepsTimeout, c.BuildCABundle = 10*time.Minute, "/etc/ssl/certs/ca-certificates.crt" // the dependency installs' defaults too
-	c.PrepareTimeout, c.ConsoleMaxSize = 15*time.Minute, MiB // and the limits'
+	c.PrepareTimeout, c.ConsoleMaxSize = 15*time.Minute, MiB                              // and the limits'
 	c.VMUIDBase, c.VMUIDCount = 40000, 1000
 	c.EgressDeny = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"}
 	c.PolicyAllowedImages = []string{}
