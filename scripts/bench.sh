@@ -3,7 +3,8 @@
 # boots) and the idle RSS of one VM's qemu process; warm request latency,
 # exec vs http mode; folder copy to first 200 through the appliance (median
 # of 5); asynchronous calls accepted per second and completed per second
-# (scripts/bench-async). Prepares what it needs like `make test`
+# (scripts/bench-async); a burst deploy with and without the boot limit
+# (scripts/bench-deploy.sh). Prepares what it needs like `make test`
 # (scripts/prepare.sh). Boots VMs: run it as `flock /tmp/faas-vm.lock make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +16,5 @@ go test -run '^$' -bench 'BenchmarkFolderToFirst200' -benchtime 5x ./cmd/applian
 go run ./scripts/bench-async
 # Gateway vs nginx in front of the same tiny backend (no VM; ~1 min).
 bash scripts/bench-gateway.sh
+# Six exec-mode functions copied in at once, boot limit off vs default (~2 min).
+bash scripts/bench-deploy.sh
