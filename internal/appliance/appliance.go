@@ -93,15 +93,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	}
 	ctrl := controller.New(controller.Options{
 		FunctionsDir: cfg.FunctionsDir, UploadsDir: cfg.UploadsDirOrDefault(), Kernel: kernel.VMLinux, Initrd: initrd, Template: template,
-		Defaults:           defaults,
-		EngineNote:         engineNote,
-		QueueSize:          cfg.Queue,
-		PrepareTimeout:     cfg.PrepareTimeout,
-		MaxConcurrentBoots: maxConcurrentBoots(cfg, engine, log),
-		Metrics:            mets,
-		Logs:               funcLogs,
-		SecretsDir:         cfg.SecretsDir,
-		Logger:             log,
+		PrepareTimeout: cfg.PrepareTimeout, MaxConcurrentBoots: maxConcurrentBoots(cfg, engine, log),
+		Defaults:   defaults,
+		EngineNote: engineNote,
+		QueueSize:  cfg.Queue,
+		Metrics:    mets,
+		Logs:       funcLogs,
+		SecretsDir: cfg.SecretsDir,
+		Logger:     log,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
 
 	queue, err := openQueue(ctx, cfg, mets, log)
