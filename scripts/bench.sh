@@ -4,7 +4,8 @@
 # exec vs http mode; folder copy to first 200 through the appliance (median
 # of 5); asynchronous calls accepted per second and completed per second
 # (scripts/bench-async); restore vs boot and clone vs booted PSS
-# (scripts/bench-snapshot.sh). Prepares what it needs like `make test`
+# (scripts/bench-snapshot.sh); a burst deploy with and without the boot
+# limit (scripts/bench-deploy.sh). Prepares what it needs like `make test`
 # (scripts/prepare.sh). Boots VMs: run it as `flock /tmp/faas-vm.lock make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +19,5 @@ bash scripts/bench-snapshot.sh engine
 go run ./scripts/bench-async
 # Gateway vs nginx in front of the same tiny backend (no VM; ~1 min).
 bash scripts/bench-gateway.sh
+# Six exec-mode functions copied in at once, boot limit off vs default (~2 min).
+bash scripts/bench-deploy.sh

@@ -107,6 +107,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 		Logger:       log,
 		// Disks no VM or kept version uses are removed (FAAS_KEEP_VERSIONS).
 		Collector: cache, KeepVersions: cfg.KeepVersions, GCInterval: cfg.GCInterval,
+		PrepareTimeout: cfg.PrepareTimeout, MaxConcurrentBoots: maxConcurrentBoots(cfg, engine, log),
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
 
 	queue, err := openQueue(ctx, cfg, mets, log)
@@ -137,6 +138,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	gw.MountAPI("/metrics", promhttp.HandlerFor(mets.Registry(), promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}))
+	mountLimits(gw, mets.Registry(), ctrl)
 	// The dashboard page is public: the /api data it polls keeps the token.
 	gw.Mount(ui.MountPattern, ui.Handler())
 	gw.MountAPI("/api/disk", disk)

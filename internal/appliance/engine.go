@@ -21,6 +21,7 @@ func chooseEngine(ctx context.Context, cfg *config.Config, kernel, initrd string
 		QEMUPath: cfg.QEMUBin, Accel: cfg.Accel, StateDir: cfg.StateDir,
 		KeepLogsDir: filepath.Join(cfg.StateDir, "logs"), Logger: log,
 		UIDBase: cfg.VMUIDBase, UIDCount: cfg.VMUIDCount,
+		ConsoleMaxSize: int64(cfg.ConsoleMaxSize),
 	}
 	if cfg.VMUIDBase == 0 {
 		qcfg.UIDBase = -1 // QEMU runs as the appliance

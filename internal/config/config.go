@@ -164,6 +164,8 @@ type Config struct {
 	DepsConfig
 	// The state directory's bounds (disk.go).
 	DiskConfig
+	// Time and resource limits (limits.go).
+	LimitsConfig
 }
 
 // AllowEgress resolves PolicyAllowEgress: whether functions may have
@@ -239,7 +241,7 @@ func settings() []setting {
 			return ""
 		}
 	}
-	return append(append(append(append(append([]setting{
+	return append(append(append(append(append(append([]setting{
 		{key: "listen", def: ":8080", typ: "string", help: "host:port the gateway listens on",
 			field: func(c *Config) any { return &c.Listen }, check: checkListen},
 		{key: "functions_dir", def: "./functions", typ: "string", help: "folder with one sub-folder per function",
@@ -325,7 +327,7 @@ func settings() []setting {
 				}
 				return ""
 			}},
-	}, isolationSettings()...), asyncSettings()...), uploadSettings()...), depsSettings()...), diskSettings()...)
+	}, isolationSettings()...), asyncSettings()...), uploadSettings()...), depsSettings()...), diskSettings()...), limitsSettings()...)
 }
 
 // isolationSettings are who QEMU runs as, where egress guests may not go,

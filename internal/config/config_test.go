@@ -60,6 +60,7 @@ func defaults() Config {
 func (c Config) withIsolationDefaults() Config {
 	c.DepsTimeout, c.BuildCABundle = 10*time.Minute, "/etc/ssl/certs/ca-certificates.crt" // the dependency installs' defaults too
 	c.DiskConfig = DiskConfig{KeepVersions: 2, GCInterval: 10 * time.Minute, StateBudget: "80%"}
+	c.PrepareTimeout, c.ConsoleMaxSize = 15*time.Minute, MiB // and the limits'
 	c.VMUIDBase, c.VMUIDCount = 40000, 1000
 	c.EgressDeny = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"}
 	c.PolicyAllowedImages = []string{}
@@ -501,6 +502,7 @@ func TestSettingsNames(t *testing.T) {
 		"FAAS_UPLOADS_DIR", "FAAS_UPLOADS",
 		"FAAS_PIP_INDEX_URL", "FAAS_NPM_REGISTRY", "FAAS_DEPS_TIMEOUT", "FAAS_BUILD_CA_BUNDLE",
 		"FAAS_KEEP_VERSIONS", "FAAS_GC_INTERVAL", "FAAS_STATE_BUDGET",
+		"FAAS_PREPARE_TIMEOUT", "FAAS_MAX_CONCURRENT_BOOTS", "FAAS_CONSOLE_MAX_SIZE",
 	}
 	var got []string
 	usage := Usage()

@@ -57,6 +57,12 @@ type Options struct {
 	Defaults   function.Defaults
 	// EngineNote says why the engine (and accelerator) was chosen.
 	EngineNote string
+	// PrepareTimeout bounds one deploy's prepare: root filesystem build or
+	// pull, code disk and dependency install (default 15m).
+	PrepareTimeout time.Duration
+	// MaxConcurrentBoots is the most VM boots at once, controller-wide;
+	// the others wait in line, first come first served (0: no limit).
+	MaxConcurrentBoots int
 	// BootTimeout bounds one VM boot (default 2m).
 	BootTimeout time.Duration
 	// StopTimeout bounds one VM's clean stop (default 10s).
@@ -138,6 +144,9 @@ func (o *Options) setDefaults() {
 	if o.BootTimeout <= 0 {
 		o.BootTimeout = 2 * time.Minute // above the engines' own bounds
 	}
+	if o.PrepareTimeout <= 0 {
+		o.PrepareTimeout = 15 * time.Minute
+	}
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = 10 * time.Second
 	}
@@ -193,6 +202,7 @@ type Controller struct {
 	images Images
 	rec    Recorder
 	log    *slog.Logger
+	boots  *bootLimiter // nil: boots are not limited
 
 	// life is the context every VM and background goroutine hangs on.
 	life   context.Context
@@ -230,6 +240,7 @@ func New(opts Options, engine vm.Engine, images Images) *Controller {
 		kicks:  make(chan *fn, 256),
 
 		gcKicks: make(chan struct{}, 1),
+		boots:   newBootLimiter(opts.MaxConcurrentBoots),
 	}
 	if opts.Collector != nil {
 		c.wg.Add(1)

@@ -61,6 +61,8 @@ type instance struct {
 	abortBoot context.CancelFunc
 	// disks it boots from (gc.go)
 	disks diskSet
+	// queuedBoot: waiting for a slot under Options.MaxConcurrentBoots.
+	queuedBoot bool
 }
 
 // Boot errors that are nobody's fault.

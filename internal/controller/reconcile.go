@@ -147,7 +147,7 @@ func (c *Controller) reconcile(f *fn) {
 	for _, w := range spec.Warnings {
 		log.Warn("function setting ignored", "warning", w)
 	}
-	d, err := c.prepare(c.life, spec)
+	d, err := c.prepareBounded(f, spec)
 	if err != nil {
 		c.fail(f, StateFailed, err)
 		c.retryTransient(f, err)
@@ -186,16 +186,19 @@ type depsImages interface {
 // disk comes from the version's snapshot, the copy Load read, never from
 // the user's folder, which may have changed (or become a symlink) since.
 func (c *Controller) prepare(ctx context.Context, spec *function.Spec) (disks, error) {
+	setPrepareStep(ctx, rootfsStep(spec))
 	rootfs, err := c.images.RootFS(ctx, spec.Runtime, spec.Image)
 	if err != nil {
 		return disks{}, fmt.Errorf("preparing root filesystem for runtime %s: %w", spec.Runtime, err)
 	}
+	setPrepareStep(ctx, "making the code disk")
 	code, err := c.images.CodeDisk(ctx, spec.Snapshot)
 	if err != nil {
 		return disks{}, fmt.Errorf("snapshotting function code: %w", err)
 	}
 	d := disks{rootfs: rootfs, code: code}
 	if di, ok := c.images.(depsImages); ok {
+		setPrepareStep(ctx, "installing dependencies")
 		if d.deps, err = di.DepsDisk(ctx, spec.Runtime, rootfs, spec.Snapshot); err != nil {
 			return disks{}, fmt.Errorf("dependencies: %w", err)
 		}

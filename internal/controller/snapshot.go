@@ -309,6 +309,14 @@ func (c *Controller) startMachine(parent context.Context, f *fn, in *instance, s
 			"function", f.name, "vm_id", in.id, "reason", reason, "err", err)
 		c.restoreFailed(f, st, snap, reason, err)
 	}
+	// Restores skip the concurrent boot limit (they take tens of
+	// milliseconds); a boot waits for its slot, and its timeout runs from
+	// the slot on, not while waiting in line.
+	release, err := c.waitBootSlot(parent, f, in)
+	if err != nil {
+		return nil, StartBoot, 0, fmt.Errorf("%w: waiting for a boot slot: %w", errStoppedBooting, err)
+	}
+	defer release()
 	ctx, cancel := context.WithTimeout(parent, c.opts.BootTimeout)
 	defer cancel()
 	begin := time.Now()
@@ -379,19 +387,31 @@ func (c *Controller) buildSnapshot(f *fn, st *snapState) {
 	if wait := time.Until(st.retryAt); wait > 0 {
 		return // the retry timer set by the failure calls again
 	}
-	ctx, cancel := context.WithTimeout(c.life, c.opts.BootTimeout+st.spec.Timeout+time.Minute)
+	life, cancel := context.WithCancel(c.life)
 	st.building, st.done, st.cancel = true, make(chan struct{}), cancel
 	c.wg.Add(1)
-	go c.build(ctx, f, st)
+	go c.build(life, f, st)
 }
 
-// build makes st's snapshot with a builder VM of its own.
-func (c *Controller) build(ctx context.Context, f *fn, st *snapState) {
+// build makes st's snapshot with a builder VM of its own. The builder is a
+// boot like any other: it waits for a slot under the concurrent boot limit
+// (bootlimit.go), and its time bound runs from the slot on. life ends when
+// the version or function goes.
+func (c *Controller) build(life context.Context, f *fn, st *snapState) {
 	defer c.wg.Done()
 	sn := c.snapshotter()
 	log := c.log.With("function", f.name, "version", short(st.version), "key", short(st.key))
 	begin := time.Now()
-	snap, err := c.makeSnapshot(ctx, sn, f, st)
+	var snap *vm.Snapshot
+	release, err := c.boots.acquire(life, func(ahead int) {
+		log.Info("snapshot builder waiting to boot: concurrent boot limit reached", "ahead", ahead)
+	})
+	if err == nil {
+		ctx, cancel := context.WithTimeout(life, c.opts.BootTimeout+st.spec.Timeout+time.Minute)
+		snap, err = c.makeSnapshot(ctx, sn, f, st)
+		cancel()
+		release()
+	}
 	c.mu.Lock()
 	st.cancel()
 	st.building = false

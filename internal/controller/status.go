@@ -82,6 +82,11 @@ func (c *Controller) status(f *fn, ring *latencies) Status {
 			Desired:  f.desired,
 		},
 	}
+	for _, in := range f.instances {
+		if in.queuedBoot && in.state == instBooting {
+			s.Replicas.QueuedBoots++
+		}
+	}
 	f.dp.mu.Lock()
 	s.Invocations, s.Queued, *ring = f.dp.counts, len(f.dp.queue), f.dp.latency
 	for _, in := range f.instances {

@@ -69,10 +69,13 @@ type Counts struct {
 
 // Replicas counts instances by state, and how many the autoscaler wants.
 type Replicas struct {
-	Ready    int `json:"ready"`
-	Booting  int `json:"booting"`
-	Draining int `json:"draining"`
-	Desired  int `json:"desired"`
+	Ready   int `json:"ready"`
+	Booting int `json:"booting"`
+	// QueuedBoots are the booting replicas still waiting in line for a
+	// slot under the concurrent boot limit (counted in Booting too).
+	QueuedBoots int `json:"queuedBoots"`
+	Draining    int `json:"draining"`
+	Desired     int `json:"desired"`
 }
 
 // Latency summarises the most recent invocations (at most LatencyWindow),

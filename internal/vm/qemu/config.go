@@ -68,6 +68,10 @@ type Config struct {
 	// directory; only the vm.DefaultKeptLogs newest of each VM name stay
 	// (see vm.KeepLog). Must be absolute when set.
 	KeepLogsDir string
+	// ConsoleMaxSize bounds each running VM's console log on disk (the
+	// newest output is kept; see console.go). Default
+	// DefaultConsoleMaxSize; at least 16 KiB is used.
+	ConsoleMaxSize int64
 	// BootTimeout bounds Start from the network step (just before QEMU is
 	// launched) until the guest agent answers its health check. Default
 	// DefaultBootTimeout.
@@ -99,6 +103,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Accel == "" {
 		c.Accel = AccelAuto
+	}
+	if c.ConsoleMaxSize <= 0 {
+		c.ConsoleMaxSize = DefaultConsoleMaxSize
 	}
 	if c.BootTimeout == 0 {
 		c.BootTimeout = DefaultBootTimeout

@@ -230,7 +230,8 @@ type boot struct {
 	cred        *syscall.Credential // QEMU's user; nil: the engine's own
 	releaseUID  func()              // gives cred's uid back once QEMU is reaped
 	extraFiles  []*os.File          // QEMU's descriptors from 3 on (see fdKernel)
-	console     *os.File            // QEMU's stdout
+	console     *os.File            // QEMU's stdout: the console pipe's write end
+	consoleCopy *consoleLog         // copies the pipe into the capped console log
 	dataPort    int                 // loopback port forwarded to the agent's data listener
 	controlPort int                 // and to its control listener
 	qemu        *process
@@ -399,9 +400,9 @@ func (b *boot) files(context.Context) error {
 		b.incoming = nil
 	}
 	b.extraFiles = files
-	b.console, err = os.OpenFile(b.path(consoleLogName), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	b.console, b.consoleCopy, err = startConsoleLog(b.path(consoleLogName), b.e.cfg.ConsoleMaxSize, b.log)
 	if err != nil {
-		return fmt.Errorf("creating the console log: %w", err)
+		return err
 	}
 	files = append(files, b.console)
 	return nil
@@ -608,6 +609,9 @@ func (b *boot) agentReady(ctx context.Context) error {
 
 // withConsole adds the tail of the guest's console log to err.
 func (b *boot) withConsole(err error) error {
+	if b.qemu != nil && b.qemu.exited() {
+		b.consoleCopy.wait() // all QEMU wrote is in the file
+	}
 	if tail := tailFile(b.path(consoleLogName), tailBytes); tail != "" {
 		return fmt.Errorf("%w; console: %s", err, tail)
 	}
