@@ -194,7 +194,15 @@ func writeFile(t *testing.T, p, content string) {
 // invoke calls the function the way the gateway does.
 func invoke(t *testing.T, c *controller.Controller, name, method, path, ctype, body string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	_, code, b := invokeOn(t, c, time.Minute, name, method, path, ctype, body)
+	return code, b
+}
+
+// invokeOn is invoke that also says which instance answered; bound limits
+// the whole call, the wait for an instance included.
+func invokeOn(t *testing.T, c *controller.Controller, bound time.Duration, name, method, path, ctype, body string) (controller.Instance, int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	in, err := c.Acquire(ctx, name)
 	if err != nil {
@@ -213,5 +221,5 @@ func invoke(t *testing.T, c *controller.Controller, name, method, path, ctype, b
 	defer resp.Body.Close()
 	in.Release(resp.StatusCode)
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return in, resp.StatusCode, string(b)
 }

@@ -8,7 +8,6 @@ package controller_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/controller"
 	"github.com/faasvm/appliance/internal/function"
 	"github.com/faasvm/appliance/internal/vm"
@@ -166,25 +164,10 @@ func TestSnapshotRestoreRealVM(t *testing.T) {
 // invokeSnap calls the function once the way the gateway does.
 func invokeSnap(t *testing.T, c *controller.Controller) (controller.Instance, restoreReply) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	in, err := c.Acquire(ctx, "snap")
-	if err != nil {
-		t.Fatalf("Acquire: %v", err)
-	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+in.Endpoint+"/", nil)
-	req.Header.Set(protocol.SecretHeader, in.Secret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		in.Release(0)
-		t.Fatalf("invoking: %v", err)
-	}
-	defer resp.Body.Close()
-	in.Release(resp.StatusCode)
-	b, _ := io.ReadAll(resp.Body)
+	in, code, b := invokeOn(t, c, 2*time.Minute, "snap", http.MethodGet, "/", "", "")
 	var r restoreReply
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &r) != nil {
-		t.Fatalf("invoking: got %d %q, want 200 with the counter", resp.StatusCode, b)
+	if code != http.StatusOK || json.Unmarshal([]byte(b), &r) != nil {
+		t.Fatalf("invoking: got %d %q, want 200 with the counter", code, b)
 	}
 	return in, r
 }

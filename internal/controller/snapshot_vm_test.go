@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/controller"
 	"github.com/faasvm/appliance/internal/function"
 	"github.com/faasvm/appliance/internal/image"
@@ -227,25 +226,10 @@ func guestDigest(entries []guestEntry) string {
 // answer.
 func listing(t *testing.T, c *controller.Controller) guestListing {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	in, err := c.Acquire(ctx, "racer")
-	if err != nil {
-		t.Fatalf("Acquire: %v", err)
-	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+in.Endpoint+"/", nil)
-	req.Header.Set(protocol.SecretHeader, in.Secret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		in.Release(0)
-		t.Fatalf("invoking: %v", err)
-	}
-	defer resp.Body.Close()
-	in.Release(resp.StatusCode)
-	b, _ := io.ReadAll(resp.Body)
+	code, b := invoke(t, c, "racer", http.MethodGet, "/", "", "")
 	var l guestListing
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &l) != nil {
-		t.Fatalf("invoking: got %d %q, want the listing", resp.StatusCode, b)
+	if code != http.StatusOK || json.Unmarshal([]byte(b), &l) != nil {
+		t.Fatalf("invoking: got %d %q, want the listing", code, b)
 	}
 	return l
 }
