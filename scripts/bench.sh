@@ -15,6 +15,8 @@ go test -run '^$' -bench 'BenchmarkWarm' -benchtime 50x ./internal/vm/qemu
 go test -run '^$' -bench 'BenchmarkFolderToFirst200' -benchtime 5x ./cmd/appliance
 # Snapshot restore vs boot, idle PSS of clones vs booted VMs (issue 11).
 bash scripts/bench-snapshot.sh engine
+# The first request after scale-to-zero through the gateway, boot vs restore.
+bash scripts/bench-snapshot.sh gateway
 # Asynchronous calls: accepted/s at the gateway, completions/s end to end.
 go run ./scripts/bench-async
 # Gateway vs nginx in front of the same tiny backend (no VM; ~1 min).
