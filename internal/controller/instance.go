@@ -254,16 +254,24 @@ func (c *Controller) watchInstance(f *fn, in *instance, m vm.Machine) {
 	c.log.Error("vm crashed; replacing it after backoff", "function", f.name, "vm_id", in.id, "err", err, "backoff", delay)
 	c.instanceGone(f, in)
 	c.stopInstance(f, in) // removes its files
-	t := time.NewTimer(delay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-c.life.Done():
+	if !c.sleep(delay) {
 		return
 	}
 	c.mu.Lock()
 	c.autoscale(f, time.Now(), false, "vm crashed")
 	c.mu.Unlock()
+}
+
+// sleep waits for d; false when the controller closed first.
+func (c *Controller) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.life.Done():
+		return false
+	}
 }
 
 // stopInstance stops one VM (once) and forgets it.

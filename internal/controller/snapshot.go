@@ -443,11 +443,7 @@ func (c *Controller) build(life context.Context, f *fn, st *snapState) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		t := time.NewTimer(delay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-c.life.Done():
+		if !c.sleep(delay) {
 			return
 		}
 		c.mu.Lock()
