@@ -83,6 +83,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 	// the controller (through its recorder).
 	series := &gateway.Series{}
 
+	memBudget, err := memoryBudget(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("memory budget (FAAS_MEMORY_BUDGET): %w", err)
+	}
 	template, err := function.LoadTemplate(cfg.VMTemplate)
 	if err != nil {
 		return nil, fmt.Errorf("VM template (FAAS_VM_TEMPLATE): %w", err)
@@ -108,6 +112,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Appliance,
 		// Disks no VM or kept version uses are removed (FAAS_KEEP_VERSIONS).
 		Collector: cache, KeepVersions: cfg.KeepVersions, GCInterval: cfg.GCInterval,
 		PrepareTimeout: cfg.PrepareTimeout, MaxConcurrentBoots: maxConcurrentBoots(cfg, engine, log),
+		MemoryBudget: memBudget,
 	}, engine, image.FunctionDisks{Cache: cache, RuntimesDir: cfg.RuntimesDir})
 
 	queue, err := openQueue(ctx, cfg, mets, log)

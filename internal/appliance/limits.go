@@ -47,12 +47,14 @@ const limitsPath = "/api/limits"
 
 // Limits is what GET /api/limits answers.
 type Limits struct {
-	Boots controller.BootQueue `json:"boots"`
+	Boots  controller.BootQueue   `json:"boots"`
+	Memory controller.MemoryState `json:"memory"`
 }
 
 // mountLimits serves GET /api/limits (behind the API token) and exports
 // the boot line as metrics: faasvm_boots_active (boots holding a slot),
-// faasvm_boots_queued (waiting for one), faasvm_boots_limit.
+// faasvm_boots_queued (waiting for one), faasvm_boots_limit; and the
+// memory budget: faasvm_memory_budget_bytes, faasvm_memory_committed_bytes.
 func mountLimits(gw *gateway.Gateway, reg *prometheus.Registry, ctrl *controller.Controller) {
 	gauge := func(name, help string, v func(controller.BootQueue) int) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
@@ -65,8 +67,16 @@ func mountLimits(gw *gateway.Gateway, reg *prometheus.Registry, ctrl *controller
 			func(q controller.BootQueue) int { return q.Queued }),
 		gauge("faasvm_boots_limit", "Most VM boots at once (0: no limit).",
 			func(q controller.BootQueue) int { return q.Limit }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "faasvm_memory_budget_bytes",
+			Help: "Most memory the VMs may commit, guest RAM plus QEMU overhead each (FAAS_MEMORY_BUDGET; 0: none)."},
+			func() float64 { return float64(ctrl.MemoryState().BudgetBytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "faasvm_memory_committed_bytes",
+			Help: "Memory committed to the VMs that exist or are starting (guest RAM plus QEMU overhead each)."},
+			func() float64 { return float64(ctrl.MemoryState().CommittedBytes) }),
 	)
-	gw.MountAPI(limitsPath, limitsHandler(func() Limits { return Limits{Boots: ctrl.BootQueue()} }))
+	gw.MountAPI(limitsPath, limitsHandler(func() Limits {
+		return Limits{Boots: ctrl.BootQueue(), Memory: ctrl.MemoryState()}
+	}))
 }
 
 // limitsHandler answers GET with state() as JSON.

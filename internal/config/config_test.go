@@ -60,7 +60,7 @@ func defaults() Config {
 func (c Config) withIsolationDefaults() Config {
 	c.DepsTimeout, c.BuildCABundle = 10*time.Minute, "/etc/ssl/certs/ca-certificates.crt" // the dependency installs' defaults too
 	c.DiskConfig = DiskConfig{KeepVersions: 2, GCInterval: 10 * time.Minute, StateBudget: "80%"}
-	c.PrepareTimeout, c.ConsoleMaxSize = 15*time.Minute, MiB // and the limits'
+	c.PrepareTimeout, c.ConsoleMaxSize, c.MemoryBudget = 15*time.Minute, MiB, "75%" // and the limits'
 	c.VMUIDBase, c.VMUIDCount = 40000, 1000
 	c.EgressDeny = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"}
 	c.PolicyAllowedImages = []string{}
@@ -502,7 +502,7 @@ func TestSettingsNames(t *testing.T) {
 		"FAAS_UPLOADS_DIR", "FAAS_UPLOADS",
 		"FAAS_PIP_INDEX_URL", "FAAS_NPM_REGISTRY", "FAAS_DEPS_TIMEOUT", "FAAS_BUILD_CA_BUNDLE",
 		"FAAS_KEEP_VERSIONS", "FAAS_GC_INTERVAL", "FAAS_STATE_BUDGET",
-		"FAAS_PREPARE_TIMEOUT", "FAAS_MAX_CONCURRENT_BOOTS", "FAAS_CONSOLE_MAX_SIZE",
+		"FAAS_PREPARE_TIMEOUT", "FAAS_MAX_CONCURRENT_BOOTS", "FAAS_MEMORY_BUDGET", "FAAS_CONSOLE_MAX_SIZE",
 	}
 	var got []string
 	usage := Usage()
@@ -601,5 +601,33 @@ func TestSizeString(t *testing.T) {
 				t.Errorf("ParseSize(%q): got %d, %v, want %d", tt.want, back, err, tt.in)
 			}
 		})
+	}
+}
+
+func TestResolveMemoryBudget(t *testing.T) {
+	for _, tc := range []struct {
+		in        string
+		available int64
+		want      int64
+		err       bool
+	}{
+		{"75%", 8 << 30, 6 << 30, false},
+		{"100%", 1 << 30, 1 << 30, false},
+		{"2GiB", 8 << 30, 2 << 30, false},
+		{"512MiB", 0, 512 << 20, false},
+		{"off", 8 << 30, 0, false},
+		{"0", 8 << 30, 0, false},
+		{" None ", 8 << 30, 0, false},
+		{"75%", 0, 0, true},
+		{"150%", 8 << 30, 0, true},
+		{"0%", 8 << 30, 0, true},
+		{"-1GiB", 8 << 30, 0, true},
+		{"lots", 8 << 30, 0, true},
+		{"", 8 << 30, 0, true},
+	} {
+		got, err := ResolveMemoryBudget(tc.in, tc.available)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("ResolveMemoryBudget(%q, %d) = %d, %v; want %d, error %v", tc.in, tc.available, got, err, tc.want, tc.err)
+		}
 	}
 }

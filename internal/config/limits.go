@@ -16,6 +16,10 @@ type LimitsConfig struct {
 	// ConsoleMaxSize bounds one running VM's console log on disk (the
 	// newest output is kept).
 	ConsoleMaxSize Size
+	// MemoryBudget bounds the guests' committed memory: a size ("16GiB"),
+	// a percentage of the memory the appliance may use (the host's, or
+	// its container's limit when smaller), or off (ResolveMemoryBudget).
+	MemoryBudget string
 }
 
 // limitsSettings are the rows of the limits' settings.
@@ -34,6 +38,17 @@ func limitsSettings() []setting {
 			field: func(c *Config) any { return &c.MaxConcurrentBoots }, check: func(c *Config) string {
 				if c.MaxConcurrentBoots < 0 {
 					return "must be at least 0"
+				}
+				return ""
+			}},
+		{key: "memory_budget", def: "75%", typ: "string",
+			help:  "most memory the VMs may commit (guest RAM + QEMU overhead each): a size (16GiB), a percentage of the host's or container's memory, or off; a start that does not fit scales idle functions to zero first, else waits (503 with Retry-After)",
+			field: func(c *Config) any { return &c.MemoryBudget }, check: func(c *Config) string {
+				if MemoryBudgetOff(c.MemoryBudget) {
+					return ""
+				}
+				if _, _, err := ParseBudget(c.MemoryBudget); err != nil {
+					return err.Error() + ", or off"
 				}
 				return ""
 			}},

@@ -50,6 +50,10 @@ type gate struct {
 	restartAt time.Time // a crash's backoff runs until then
 	waitCrash bool      // requests wait through this backoff (see waitCrashes)
 	lastErr   string
+	// a start was refused for memory: requests that find no instance are
+	// refused until memWaitUntil, or until a refused deploy is retried.
+	memWaitUntil time.Time
+	memDeploy    bool
 }
 
 // waitCrashes is how many crashes in a row of a VM that was serving
@@ -94,6 +98,8 @@ func (a *admission) unavailable(name string, now time.Time) error {
 		return fmt.Errorf("%w: %s: the appliance is shutting down", ErrUnavailable, name)
 	case g.booting > 0:
 		return nil
+	case len(a.serving) == 0 && (g.memDeploy || now.Before(g.memWaitUntil)):
+		return fmt.Errorf("%w: %s: %s", ErrNoMemory, name, g.lastErr)
 	case g.state == StateInvalid:
 	case g.state == StateFailed && (!g.hasSpec || (now.Before(g.restartAt) && !g.waitCrash)):
 		// Nothing ever served, or a crash's backoff runs: after it, a
@@ -191,6 +197,7 @@ func (c *Controller) resync(f *fn) {
 	a.gate = gate{
 		removed: f.removed, closed: c.closed, booting: f.count(instBooting, ""),
 		state: f.state, hasSpec: f.spec != nil, restartAt: f.restartAt, waitCrash: f.waitCrash, lastErr: f.lastErr,
+		memWaitUntil: f.memWaitUntil, memDeploy: f.memDeploy,
 	}
 	a.dispatch(f.name, time.Now())
 }

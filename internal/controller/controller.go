@@ -63,6 +63,15 @@ type Options struct {
 	// MaxConcurrentBoots is the most VM boots at once, controller-wide;
 	// the others wait in line, first come first served (0: no limit).
 	MaxConcurrentBoots int
+	// MemoryBudget bounds the guests' committed memory in bytes: each VM
+	// counts its RAM plus VMOverhead; a start that does not fit scales
+	// idle functions to zero first, else is refused (memory.go). 0: no
+	// budget.
+	MemoryBudget int64
+	// MemoryRetry is how long requests for a function whose start was
+	// refused for memory are refused at once, and how often refused
+	// starts are tried again besides at each VM stop (default 5s).
+	MemoryRetry time.Duration
 	// BootTimeout bounds one VM boot (default 2m).
 	BootTimeout time.Duration
 	// StopTimeout bounds one VM's clean stop (default 10s).
@@ -144,6 +153,9 @@ func (o *Options) setDefaults() {
 	if o.BootTimeout <= 0 {
 		o.BootTimeout = 2 * time.Minute // above the engines' own bounds
 	}
+	if o.MemoryRetry <= 0 {
+		o.MemoryRetry = 5 * time.Second
+	}
 	if o.PrepareTimeout <= 0 {
 		o.PrepareTimeout = 15 * time.Minute
 	}
@@ -202,7 +214,8 @@ type Controller struct {
 	images Images
 	rec    Recorder
 	log    *slog.Logger
-	boots  *bootLimiter // nil: boots are not limited
+	boots  *bootLimiter  // nil: boots are not limited
+	mem    *memoryBudget // nil: no memory budget
 
 	// life is the context every VM and background goroutine hangs on.
 	life   context.Context
@@ -241,6 +254,11 @@ func New(opts Options, engine vm.Engine, images Images) *Controller {
 
 		gcKicks: make(chan struct{}, 1),
 		boots:   newBootLimiter(opts.MaxConcurrentBoots),
+		mem:     newMemoryBudget(opts.MemoryBudget),
+	}
+	if c.mem != nil {
+		c.wg.Add(1)
+		go c.watchMemory()
 	}
 	if opts.Collector != nil {
 		c.wg.Add(1)
@@ -341,6 +359,15 @@ type fn struct {
 	lastConsole string    // console tail of the last instance that died
 	restartAt   time.Time // no boot for the serving version before this (backoff)
 	waitCrash   bool      // requests wait through this backoff (admission.go waitCrashes)
+
+	// the memory budget (memory.go): until when requests that find no
+	// instance are refused because a start did not fit; memDeploy: the
+	// refused start was a deploy, synced again when memory is released;
+	// evictedAt: when it was last scaled to zero to make room (it stays
+	// at zero until its next request).
+	memWaitUntil time.Time
+	memDeploy    bool
+	evictedAt    time.Time
 }
 
 // notify publishes a change of f to its data plane (which serves the

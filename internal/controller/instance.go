@@ -63,6 +63,8 @@ type instance struct {
 	disks diskSet
 	// queuedBoot: waiting for a slot under Options.MaxConcurrentBoots.
 	queuedBoot bool
+	// memRelease gives back its memory reservation (memory.go); nil: none.
+	memRelease func()
 }
 
 // Boot errors that are nobody's fault.
@@ -183,6 +185,17 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		c.mu.Unlock()
 		return fmt.Errorf("booting vm for %s: %w", f.name, errStoppedBooting)
 	}
+	release, err := c.reserveMemory(ctx, f, vmBytes(spec), true)
+	if err != nil {
+		c.mu.Lock()
+		f.instances = without(f.instances, in)
+		c.notify(f)
+		c.mu.Unlock()
+		return fmt.Errorf("booting vm for %s: %w", f.name, err)
+	}
+	c.mu.Lock()
+	in.memRelease = release
+	c.mu.Unlock()
 	m, method, took, err := c.startMachine(ctx, f, in, &vm.Spec{
 		VM: in.vm, Kernel: c.opts.Kernel, Initrd: c.opts.Initrd,
 		RootFS: d.rootfs, Code: d.code, Deps: d.deps, Agent: agent, Egress: spec.Egress,
@@ -193,6 +206,7 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 		c.notify(f)
 		stopped := in.stopCalled
 		c.mu.Unlock()
+		c.releaseMemory(in)
 		if stopped {
 			err = fmt.Errorf("%w: %w", errStoppedBooting, err)
 		}
@@ -203,8 +217,10 @@ func (c *Controller) start(f *fn, in *instance, d disks) error {
 	if in.stopCalled { // stopped (removed, shut down) while it booted
 		c.mu.Unlock()
 		c.stopMachine(f, in.id, m)
+		c.releaseMemory(in)
 		return fmt.Errorf("booting vm for %s: %w", f.name, errStoppedBooting)
 	}
+	c.memoryStarted(f)
 	if !f.removed {
 		c.rec.VMStarted(f.name, method, took)
 	}
@@ -300,6 +316,7 @@ func (c *Controller) stopInstanceWithin(ctx context.Context, f *fn, in *instance
 	c.mu.Unlock()
 	if m != nil {
 		c.stopMachineWithin(ctx, f, in.id, m)
+		c.releaseMemory(in) // not before its QEMU is gone
 	}
 }
 

@@ -160,6 +160,12 @@ func (c *Controller) reconcile(f *fn) {
 	started, err := c.bootN(f, spec, d, want)
 	if err != nil {
 		c.fail(f, StateFailed, err)
+		if errors.Is(err, ErrNoMemory) && !errors.Is(err, errMemoryTooBig) {
+			c.mu.Lock()
+			c.memoryWaited(f, true)
+			c.notify(f)
+			c.mu.Unlock()
+		}
 		return
 	}
 	c.promote(f, spec, d, started)
@@ -274,6 +280,7 @@ func (c *Controller) promote(f *fn, spec *function.Spec, d disks, ready []*insta
 	f.dp.mu.Unlock()
 	f.belowSince = time.Time{}
 	f.crashes, f.restartAt = 0, time.Time{}
+	f.memDeploy = false
 	for _, in := range ready {
 		if in.state == instBooting { // not if it died meanwhile
 			in.state = instReady
@@ -333,6 +340,9 @@ func (c *Controller) fail(f *fn, state string, err error) {
 		return // removed while deploying: nothing to report
 	}
 	f.lastErr = err.Error()
+	if !errors.Is(err, ErrNoMemory) {
+		f.memDeploy = false // failed for another cause: no memory retry
+	}
 	if f.spec != nil && (f.state == StateReady || f.state == StateIdle) {
 		f.lastErr = "new version not deployed, previous version still serving: " + err.Error()
 		c.log.Error("redeploy failed; previous version keeps serving", "function", f.name, "err", err)

@@ -84,7 +84,9 @@ func (c *Controller) autoscale(f *fn, now time.Time, scaleIn bool, trigger strin
 	inflight, queued, lastRequest := f.load()
 	current := ready + booting
 	load := inflight + queued
-	idle := load == 0 && now.Sub(lastRequest) >= sc.IdleTimeout
+	// Scaled to zero to make memory room: idle until its next request.
+	evicted := !f.evictedAt.IsZero() && !lastRequest.After(f.evictedAt)
+	idle := load == 0 && (now.Sub(lastRequest) >= sc.IdleTimeout || evicted)
 	desired := desiredReplicas(load, sc, idle)
 	f.desired = desired
 	log := c.log.With("function", f.name, "from", current, "in_flight", inflight, "queued", queued, "trigger", trigger)
@@ -93,6 +95,9 @@ func (c *Controller) autoscale(f *fn, now time.Time, scaleIn bool, trigger strin
 		f.belowSince = time.Time{}
 		if now.Before(f.restartAt) {
 			return // backing off after a crash or a failed boot
+		}
+		if now.Before(f.memWaitUntil) {
+			return // a start was refused for memory: retried when some is released
 		}
 		reason := "below minReplicas"
 		switch {
@@ -172,6 +177,18 @@ func (c *Controller) bootFailed(f *fn, in *instance, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || f.removed || errors.Is(err, errStoppedBooting) {
+		return
+	}
+	if errors.Is(err, ErrNoMemory) && !errors.Is(err, errMemoryTooBig) {
+		// Not the function's fault: no crash backoff; retried when memory
+		// is released (memory.go).
+		f.lastErr = "scaling out: " + err.Error()
+		c.memoryWaited(f, false)
+		if f.spec != nil && f.count(instReady, f.spec.Digest) == 0 && f.count(instBooting, f.spec.Digest) == 0 && f.state == StateReady {
+			f.state = StateIdle
+		}
+		c.notify(f)
+		c.log.Warn("scale-out refused: not enough memory", "function", f.name, "vm_id", in.id, "err", err)
 		return
 	}
 	f.lastErr = "scaling out: " + err.Error()

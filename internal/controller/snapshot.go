@@ -403,14 +403,21 @@ func (c *Controller) build(life context.Context, f *fn, st *snapState) {
 	log := c.log.With("function", f.name, "version", short(st.version), "key", short(st.key))
 	begin := time.Now()
 	var snap *vm.Snapshot
-	release, err := c.boots.acquire(life, func(ahead int) {
-		log.Info("snapshot builder waiting to boot: concurrent boot limit reached", "ahead", ahead)
-	})
+	// The builder VM counts against the memory budget like any VM, but
+	// does not scale other functions to zero: the snapshot is optional.
+	releaseMem, err := c.reserveMemory(life, f, vmBytes(st.spec), false)
 	if err == nil {
-		ctx, cancel := context.WithTimeout(life, c.opts.BootTimeout+st.spec.Timeout+time.Minute)
-		snap, err = c.makeSnapshot(ctx, sn, f, st)
-		cancel()
-		release()
+		var release func()
+		release, err = c.boots.acquire(life, func(ahead int) {
+			log.Info("snapshot builder waiting to boot: concurrent boot limit reached", "ahead", ahead)
+		})
+		if err == nil {
+			ctx, cancel := context.WithTimeout(life, c.opts.BootTimeout+st.spec.Timeout+time.Minute)
+			snap, err = c.makeSnapshot(ctx, sn, f, st)
+			cancel()
+			release()
+		}
+		releaseMem()
 	}
 	c.mu.Lock()
 	st.cancel()

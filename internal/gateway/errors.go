@@ -52,6 +52,10 @@ func describe(err error) (status int, message, retryAfter string) {
 		return http.StatusTooManyRequests, err.Error(), "1"
 	case errors.Is(err, controller.ErrNotReady):
 		return http.StatusServiceUnavailable, err.Error(), "2"
+	case errors.Is(err, controller.ErrNoMemory):
+		// The memory budget is used up by busy functions: a VM stopping
+		// (scale-in, a deploy finishing) frees room within seconds.
+		return http.StatusServiceUnavailable, err.Error(), "5"
 	case errors.Is(err, controller.ErrUnavailable):
 		// Failed or invalid: nothing changes sooner than a backoff or an
 		// edit, but a client still learns when to look again.

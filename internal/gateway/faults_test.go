@@ -45,6 +45,7 @@ func TestEvery503HasRetryAfter(t *testing.T) {
 		{name: "not ready", acquire: fail(fmt.Errorf("%w: f: no instance", controller.ErrNotReady)), path: "/invoke/f", want: "2"},
 		{name: "boot wait ran out", acquire: waitOut, path: "/invoke/f", want: "2"},
 		{name: "failed function", acquire: fail(fmt.Errorf("%w: f: vm exited", controller.ErrUnavailable)), path: "/invoke/f", want: "5"},
+		{name: "no memory for a VM", acquire: fail(fmt.Errorf("%w: f: waiting for memory: a VM of f needs 320 MiB", controller.ErrNoMemory)), path: "/invoke/f", want: "5"},
 		{name: "shutting down", acquire: fail(fmt.Errorf("%w: f: the appliance is shutting down", controller.ErrUnavailable)), path: "/invoke/f"},
 		{name: "async disabled", path: "/async-function/f"},
 		{name: "agent 503 without Retry-After", upstream: upstream503(""), path: "/invoke/f", want: defaultRetryAfter},
@@ -72,7 +73,7 @@ func TestEvery503HasRetryAfter(t *testing.T) {
 // without a retry hint (fail fills one in for any that would lack it).
 func TestDescribeEvery503HasRetryAfter(t *testing.T) {
 	for _, err := range []error{
-		controller.ErrNotReady, controller.ErrUnavailable, errAsyncDisabled,
+		controller.ErrNotReady, controller.ErrUnavailable, controller.ErrNoMemory, errAsyncDisabled,
 		fmt.Errorf("%w: %w", controller.ErrUnavailable, errAsyncDisabled),
 	} {
 		status, _, retry := describe(err)

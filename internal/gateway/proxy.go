@@ -157,7 +157,7 @@ func (g *Gateway) acquireError(clientCtx context.Context, bootExpired bool, err 
 }
 
 func isControllerError(err error) bool {
-	for _, e := range []error{controller.ErrNotFound, controller.ErrNotReady, controller.ErrUnavailable, controller.ErrOverloaded} {
+	for _, e := range []error{controller.ErrNotFound, controller.ErrNotReady, controller.ErrUnavailable, controller.ErrOverloaded, controller.ErrNoMemory} {
 		if errors.Is(err, e) {
 			return true
 		}

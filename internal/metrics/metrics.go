@@ -57,6 +57,7 @@ type Metrics struct {
 	truncated *prometheus.CounterVec
 	async     *asyncMetrics    // see async.go
 	snap      *snapshotMetrics // see snapshot.go
+	mem       *memoryMetrics   // see memory.go
 
 	// mu guards known; the hot path (InvocationStarted, InvocationDone,
 	// FunctionState of a known function) only read-locks it for the
@@ -139,6 +140,7 @@ func New() *Metrics {
 		known: map[string]*fnSeries{},
 		async: newAsyncMetrics(),
 		snap:  newSnapshotMetrics(),
+		mem:   newMemoryMetrics(),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -147,6 +149,7 @@ func New() *Metrics {
 	)
 	m.reg.MustRegister(m.async.collectors()...)
 	m.reg.MustRegister(m.snap.collectors()...)
+	m.reg.MustRegister(m.mem.collectors()...)
 	return m
 }
 
@@ -239,4 +242,5 @@ func (m *Metrics) Forget(function string) {
 		v.DeletePartialMatch(l)
 	}
 	m.snap.forget(function)
+	m.mem.forget(function)
 }
