@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/faasvm/appliance/guest/protocol"
 	"github.com/faasvm/appliance/internal/vm/qemu"
 )
 
@@ -49,6 +50,7 @@ func BenchmarkBootBreakdown(b *testing.B) {
 	for _, fc := range []fnCase{cases[3], cases[0], cases[1]} { // bash exec, python exec, python http
 		b.Run(fc.name, func(b *testing.B) {
 			spec := h.spec(b, fc, false)
+			spec.Agent.Timeout = protocol.Duration(60 * time.Second) // a loaded host: python3 per request is slow
 			for b.Loop() {
 				rows := map[string][]time.Duration{}
 				for i := range starts {
@@ -102,6 +104,47 @@ func BenchmarkBootBreakdown(b *testing.B) {
 				b.Logf("%s: start %v, first call %v", fc.name, rows["start"], rows["first-call"])
 			}
 		})
+	}
+}
+
+// pyImportTime is an exec-mode handler that runs python3 -X importtime on
+// the python bootstrap's imports in the guest and prints the slowest ones
+// (cumulative microseconds) and the whole run's wall time.
+const pyImportTime = `import subprocess, sys, time
+mods = "asyncio, base64, http.server, importlib.util, inspect, json, os, random, signal, sys, time, traceback, urllib.parse, uuid"
+t = time.monotonic()
+r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import " + mods], capture_output=True, text=True)
+wall = time.monotonic() - t
+rows = []
+for line in r.stderr.splitlines():
+    parts = line.split("|")
+    if len(parts) == 3 and parts[1].strip().isdigit():
+        rows.append((int(parts[1]), parts[2].rstrip()))
+rows.sort(reverse=True)
+print("python3 -X importtime of the bootstrap's imports: %.0f ms wall" % (wall * 1000))
+for us, name in rows[:12]:
+    print("%8.0f ms cumulative %s" % (us / 1000, name))
+t = time.monotonic()
+subprocess.run([sys.executable, "-c", "pass"])
+print("python3 -c pass: %.0f ms" % ((time.monotonic() - t) * 1000))
+`
+
+// BenchmarkPythonImports boots one python exec VM and reports where the
+// python http bootstrap's start goes inside the guest: python3 -X importtime
+// of its imports (logged) and the wall time of that and of a bare python3.
+func BenchmarkPythonImports(b *testing.B) {
+	h := newHarness(b)
+	fc := fnCase{name: "py-imports", runtime: "python3", mode: protocol.ModeExec, handler: "handler.py",
+		code: pyImportTime, command: []string{"python3", "handler.py"}}
+	spec := h.spec(b, fc, false)
+	spec.Agent.Timeout = protocol.Duration(120 * time.Second)
+	m := h.start(b, spec)
+	for b.Loop() {
+		r := call(b, m, spec.Agent.Secret, "GET", "/", "", nil)
+		if r.status != 200 || !strings.Contains(r.body, "importtime") {
+			b.Fatalf("importtime handler answered %d %q", r.status, r.body)
+		}
+		b.Logf("in the guest:\n%s", r.body)
 	}
 }
 
