@@ -146,6 +146,48 @@ func BenchmarkPythonImports(b *testing.B) {
 		}
 		b.Logf("in the guest:\n%s", r.body)
 	}
+
+	// The same imports at the http bootstrap's own start, right after boot:
+	// PYTHONPROFILEIMPORTTIME=1 makes python3 print them to stderr, which
+	// the agent copies to the console log.
+	hs := h.spec(b, cases[1], false)
+	hs.Agent.Env = map[string]string{"PYTHONPROFILEIMPORTTIME": "1"}
+	hm := h.start(b, hs)
+	f, err := os.Open(hm.ConsoleLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	type row struct {
+		us   int
+		line string
+	}
+	var rows []row
+	var marks []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if i := strings.Index(line, "import time:"); i >= 0 {
+			parts := strings.Split(line[i:], "|")
+			if len(parts) == 3 {
+				if us, err := strconv.Atoi(strings.TrimSpace(parts[1])); err == nil {
+					rows = append(rows, row{us, strings.TrimRight(parts[2], " ")})
+				}
+			}
+			continue
+		}
+		for _, m := range []string{`msg="bootstrap started"`, `msg="handler ready"`, "bootstrap: serving", `step=network took`} {
+			if strings.Contains(line, m) {
+				marks = append(marks, line)
+			}
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].us > rows[j].us })
+	var sb strings.Builder
+	for _, r := range rows[:min(12, len(rows))] {
+		sb.WriteString(strconv.Itoa(r.us/1000) + " ms cumulative " + r.line + "\n")
+	}
+	b.Logf("http bootstrap right after boot: %d imports profiled; slowest:\n%s\nmarks:\n%s", len(rows), sb.String(), strings.Join(marks, "\n"))
 }
 
 // unitName makes a step name a benchmark unit (no spaces).
