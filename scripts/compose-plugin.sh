@@ -16,6 +16,9 @@
 #   COMPOSE_VERSION     module version to build (default v5.6.0)
 #   COMPOSE_PLUGIN_DIR  where to install (default /usr/libexec/docker/cli-plugins)
 #   COMPOSE_FORCE=1     install the pinned build even if a plugin already answers
+#   COMPOSE_BUILD_ONLY=1  build (or keep) the cached binary and stop before installing it
+#                       (scripts/test.sh builds it in the background while apt may
+#                       still be installing the docker CLI)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -67,6 +70,11 @@ GO
 	log "built $bin in $((SECONDS - start))s ($(du -h "$bin" | cut -f1))"
 else
 	log "using the cached build $bin"
+fi
+
+if [[ ${COMPOSE_BUILD_ONLY:-} == 1 ]]; then
+	log "build only: $bin is ready, not installed"
+	exit 0
 fi
 
 [[ -w $plugin_dir || $(id -u) -eq 0 ]] || die "installing into $plugin_dir needs root"

@@ -39,16 +39,57 @@ type appliance struct {
 
 var servingRE = regexp.MustCompile(`msg=serving addr=(\S+)`)
 
-// startAppliance builds and starts the appliance with a fresh functions
-// folder and its own state dir (sharing the image cache of FAAS_STATE_DIR).
+// The appliance binary, built once per test process (a link of the whole
+// program takes seconds, and a dozen tests start appliances); TestMain
+// removes its directory.
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// applianceBinary builds the appliance from this package's sources on the
+// first call and returns the same binary afterwards.
+func applianceBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "appliance-bin-")
+		if buildErr != nil {
+			return
+		}
+		buildBin = filepath.Join(buildDir, "appliance")
+		if out, err := exec.Command("go", "build", "-o", buildBin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("%w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building the appliance (go build in cmd/appliance): %v", buildErr)
+	}
+	return buildBin
+}
+
+// startAppliance starts the appliance with a fresh functions folder and its
+// own state dir (sharing the image cache of FAAS_STATE_DIR).
+//
+// In tests VM snapshots are off unless extraEnv turns them on
+// ("FAAS_SNAPSHOTS=true"; a later entry wins; benchmarks keep the
+// product's default): with them on, every deploy also boots a snapshot
+// builder VM in the background, which competes with the test's own boots
+// for the concurrent boot limit and the two cores. The tests that are about
+// snapshots or scale from zero turn them on.
 func startAppliance(t testing.TB, extraEnv ...string) *appliance {
 	t.Helper()
 	assets := vmtest.Load(t) // fails with instructions when assets are missing
-	bin := filepath.Join(t.TempDir(), "appliance")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the appliance: %v\n%s", err, out)
-	}
+	bin := applianceBinary(t)
 	a := &appliance{functions: t.TempDir(), stateDir: vmtest.ShortDir(t)}
 	if err := os.Symlink(filepath.Join(assets.StateDir, "images"), filepath.Join(a.stateDir, "images")); err != nil {
 		t.Fatal(err)
@@ -66,6 +107,10 @@ func startAppliance(t testing.TB, extraEnv ...string) *appliance {
 		"FAAS_BOOT_WAIT=90s",
 		"FAAS_LOG_LEVEL=debug",
 	)
+	if _, bench := t.(*testing.B); !bench {
+		// Benchmarks measure the product's defaults (snapshots on).
+		a.cmd.Env = append(a.cmd.Env, "FAAS_SNAPSHOTS=false")
+	}
 	a.cmd.Env = append(a.cmd.Env, extraEnv...)
 	stderr, err := a.cmd.StderrPipe()
 	if err != nil {

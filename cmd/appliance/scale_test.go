@@ -93,7 +93,10 @@ func (a *appliance) call(t *testing.T, path string) (int, string, string) {
 func TestScale(t *testing.T) {
 	// Three requests may wait per function: enough for the burst below to
 	// wait for boots from zero, small enough to reach in the 429 test.
-	a := startAppliance(t, "FAAS_QUEUE=3")
+	// Snapshots on (the product's default), as the one appliance-level test
+	// of the snapshot builder running beside real traffic: the start from
+	// zero below is a boot or a restore.
+	a := startAppliance(t, "FAAS_QUEUE=3", "FAAS_SNAPSHOTS=true")
 	writeFile(t, filepath.Join(a.functions, "scaler", "handler.py"), sleeper)
 	writeFile(t, filepath.Join(a.functions, "scaler", "function.yaml"),
 		"mode: http\nminReplicas: 0\nmaxReplicas: 3\nconcurrency: 1\ntargetUtilization: 1\nidleTimeout: 3s\n")

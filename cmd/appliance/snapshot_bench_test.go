@@ -26,7 +26,7 @@ func BenchmarkScaleFromZero(b *testing.B) {
 	}
 	sides := []*side{
 		{name: "boot", method: controller.StartBoot, a: startAppliance(b, "FAAS_SNAPSHOTS=false")},
-		{name: "restore", method: controller.StartRestore, a: startAppliance(b)},
+		{name: "restore", method: controller.StartRestore, a: startAppliance(b, "FAAS_SNAPSHOTS=true")},
 	}
 	for _, s := range sides {
 		writeFile(b, filepath.Join(s.a.functions, "zero", "handler.py"), sleeper)
