@@ -71,9 +71,12 @@ type Options struct {
 	// MaxBody is the largest request body a call may carry; the embedded
 	// server's message limit is set from it.
 	MaxBody int64
-	// MaxBytes bounds the queued calls' total size (default 1 GiB);
-	// beyond it Enqueue fails with ErrQueueFull. It also bounds the
-	// results bucket and the dead letters.
+	// MaxBytes bounds the queued calls' total size; beyond it Enqueue
+	// fails with ErrQueueFull. It also bounds the results bucket and the
+	// dead letters. 0: 1 GiB, or with the embedded server an eighth of
+	// the store's free space when that is less. With the embedded server
+	// a value whose three reservations do not fit the store's disk makes
+	// Open fail, naming FAAS_ASYNC_MAX_BYTES.
 	MaxBytes int64
 	// MaxRetries is how many times a call is retried after its first
 	// attempt (0: never).
@@ -110,7 +113,7 @@ func (o *Options) setDefaults() {
 		o.MaxBody = 10 << 20
 	}
 	if o.MaxBytes <= 0 {
-		o.MaxBytes = 1 << 30
+		o.MaxBytes = defaultMaxBytes
 	}
 	o.MaxRetries = max(o.MaxRetries, 0)
 	if o.RetryBackoff <= 0 {
@@ -204,6 +207,14 @@ type Queue struct {
 // the dead-letter stream and the results bucket exist. Nothing is
 // delivered until Start.
 func Open(ctx context.Context, opts Options) (*Queue, error) {
+	if opts.URL == "" {
+		// The embedded server's store must hold the reservations.
+		n, err := embeddedMaxBytes(opts.StoreDir, max(opts.MaxBytes, 0))
+		if err != nil {
+			return nil, err
+		}
+		opts.MaxBytes = n
+	}
 	opts.setDefaults()
 	q := &Queue{opts: opts, log: opts.Logger.With("component", "async"), workers: map[string]*worker{}, connClosed: make(chan struct{})}
 	q.callbacks = newCallbacks(opts.CallbackHosts, opts.CallbackTimeout)

@@ -24,7 +24,8 @@ type AsyncConfig struct {
 	// AsyncResultBytes is how much of an answer a result keeps.
 	AsyncResultBytes Size
 	// AsyncMaxBytes bounds the queued calls (and the results, and the
-	// dead letters) in bytes.
+	// dead letters) in bytes; 0 sizes it from the state disk (see
+	// async.Options.MaxBytes).
 	AsyncMaxBytes Size
 	// CallbackHosts is the X-Callback-Url allowlist, comma-separated.
 	CallbackHosts string
@@ -70,10 +71,10 @@ func asyncSettings() []setting {
 				}
 				return ""
 			}},
-		{key: "async_max_bytes", def: "1GB", typ: "size", help: "total size of queued asynchronous calls (429 beyond); also bounds results and dead letters",
+		{key: "async_max_bytes", def: "0", typ: "size", help: "total size of queued asynchronous calls (429 beyond); also bounds results and dead letters; 0: 1GB, or an eighth of the state disk's free space when less",
 			field: func(c *Config) any { return &c.AsyncMaxBytes }, check: func(c *Config) string {
-				if c.AsyncMaxBytes < MiB {
-					return "must be at least 1MB"
+				if c.AsyncMaxBytes != 0 && c.AsyncMaxBytes < MiB {
+					return "must be 0 (sized from the disk) or at least 1MB"
 				}
 				return ""
 			}},

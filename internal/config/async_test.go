@@ -56,7 +56,7 @@ func TestAsyncSettingsErrors(t *testing.T) {
 		{name: "result bytes too large", env: map[string]string{"FAAS_ASYNC_RESULT_BYTES": "2MB"},
 			want: `FAAS_ASYNC_RESULT_BYTES: "2MB" must be above 0 and at most 1MB`},
 		{name: "queue too small", env: map[string]string{"FAAS_ASYNC_MAX_BYTES": "1KB"},
-			want: `FAAS_ASYNC_MAX_BYTES: "1KB" must be at least 1MB`},
+			want: `FAAS_ASYNC_MAX_BYTES: "1KB" must be 0 (sized from the disk) or at least 1MB`},
 		{name: "callback host with a scheme", env: map[string]string{"FAAS_CALLBACK_HOSTS": "ok.example.com,https://bad.example.com"},
 			want: `FAAS_CALLBACK_HOSTS: "ok.example.com,https://bad.example.com" has "https://bad.example.com", which is not a host name, *.domain, IP address or CIDR prefix`},
 	}

@@ -50,7 +50,7 @@ func defaults() Config {
 			AsyncRetryBackoff: time.Second,
 			AsyncResultTTL:    24 * time.Hour,
 			AsyncResultBytes:  4 << 10,
-			AsyncMaxBytes:     1 << 30,
+			AsyncMaxBytes:     0,
 		},
 		UploadConfig: UploadConfig{Uploads: "auto"},
 	}.withIsolationDefaults()

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -122,12 +124,27 @@ func connFailed(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
+// dialRefused says the connection to the instance was refused while it
+// was being opened: not one byte of the request left the gateway, so it is
+// safe to send it anywhere else, even after a wait.
+func dialRefused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" && errors.Is(err, syscall.ECONNREFUSED)
+}
+
 // forward sends in to st.inst and copies the answer to c. When the
-// instance refuses or resets the connection it is reported as suspect and,
-// if no byte of the body was read, the request goes once to another ready
-// instance (retry returns it): the failed attempt is released with status
-// 0 and st.inst becomes the new instance, which the caller releases.
-func (g *Gateway) forward(c echo.Context, st *proxyState, in *http.Request, retry func() (controller.Instance, bool)) {
+// instance refuses or resets the connection it is reported as suspect at
+// once (passive health: it takes no more requests until its health check
+// passes). Then, if no byte of the body was read, the request goes once
+// to another instance that retry returns. A refused connection (QEMU has
+// just died; the controller has not seen it exit yet) never reached the
+// function, so retry may wait for a replacement, bounded by the boot wait
+// and the request's own deadline; after a reset it takes only an instance
+// ready at once. The failed attempt is released with status 0 and st.inst
+// becomes the new instance, which the caller releases. A retry that finds
+// no instance in time answers as a request that found none (503 with
+// Retry-After, or 504/499).
+func (g *Gateway) forward(c echo.Context, st *proxyState, in *http.Request, retry func(ctx context.Context, wait bool) (controller.Instance, error)) {
 	var body *trackedBody
 	if in.Body != nil && in.Body != http.NoBody && in.ContentLength != 0 {
 		body = &trackedBody{ReadCloser: in.Body}
@@ -136,12 +153,19 @@ func (g *Gateway) forward(c echo.Context, st *proxyState, in *http.Request, retr
 	if err != nil && connFailed(err) && st.inst.Suspect != nil && st.clientCtx.Err() == nil {
 		st.inst.Suspect()
 		if body == nil || !body.read.Load() {
-			if next, ok := retry(); ok {
-				g.log.Debug("instance unreachable, retrying on another", "function", st.inst.Function, "vm_id", st.inst.VMID, "next_vm_id", next.VMID, "err", err)
+			wait := dialRefused(err)
+			next, rerr := retry(in.Context(), wait)
+			switch {
+			case rerr == nil:
+				g.log.Debug("instance unreachable, retrying on another", "function", st.inst.Function, "vm_id", st.inst.VMID, "next_vm_id", next.VMID, "waited", wait, "err", err)
 				st.inst.Release(0)
 				st.inst = next
 				st.info.vmID = next.VMID
 				res, err = g.roundTrip(st, in, body)
+			case wait:
+				g.log.Debug("instance refused the connection and no other came in time", "function", st.inst.Function, "vm_id", st.inst.VMID, "err", err, "retry_err", rerr)
+				_ = g.fail(c, g.acquireError(st.clientCtx, errors.Is(rerr, errRetryWaitExpired), rerr))
+				return
 			}
 		}
 	}
@@ -251,9 +275,22 @@ func copyBody(w io.Writer, src io.Reader, buf []byte, flush func() error) error 
 	}
 }
 
+// errRetryWaitExpired marks a retry's wait that ran out of boot wait.
+var errRetryWaitExpired = errors.New("no other instance ready within the boot wait")
+
 // anotherInstance is the retry of forward: a ready instance of the same
-// function at once, or none (it never waits for a boot).
-func (g *Gateway) anotherInstance(name string) (controller.Instance, bool) {
+// function at once, or, with wait, the next one ready within the boot wait
+// (the controller boots a replacement for an instance that died).
+func (g *Gateway) anotherInstance(ctx context.Context, name string, wait bool) (controller.Instance, error) {
 	inst, err := g.fns.Acquire(g.noWait, name)
-	return inst, err == nil
+	if !wait || err == nil || !(errors.Is(err, controller.ErrNotReady) || errors.Is(err, context.Canceled)) {
+		return inst, err
+	}
+	bootCtx, cancel := context.WithTimeout(ctx, g.opts.BootWait)
+	defer cancel()
+	inst, err = g.fns.Acquire(bootCtx, name)
+	if err != nil && errors.Is(bootCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		return inst, fmt.Errorf("%w: %w", errRetryWaitExpired, err)
+	}
+	return inst, err
 }

@@ -142,10 +142,11 @@ func New(opts Options, fns Functions, logger *slog.Logger) *Gateway {
 		// Instances are on loopback or in our own network: never a proxy
 		// taken from the environment.
 		Proxy: nil,
-		DialContext: (&net.Dialer{
+		// One connection set-up at a time per instance (see dial.go).
+		DialContext: newSerialDialer((&net.Dialer{
 			Timeout:   5 * time.Second,
 			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		}).DialContext).DialContext,
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,

@@ -132,7 +132,9 @@ func (g *Gateway) invoke(c echo.Context) error {
 		g.proxy.ServeHTTP(proxyWriter{c.Response()}, out)
 		return nil
 	}
-	g.forward(c, st, out, func() (controller.Instance, bool) { return g.anotherInstance(name) })
+	g.forward(c, st, out, func(ctx context.Context, wait bool) (controller.Instance, error) {
+		return g.anotherInstance(ctx, name, wait)
+	})
 	return nil
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,13 +11,19 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/faasvm/appliance/internal/controller"
 )
 
 // resettingEndpoint accepts connections, reads the request head and a few
 // bytes of its body, then resets the connection (RST, not FIN).
-func resettingEndpoint(t *testing.T) string {
+func resettingEndpoint(t *testing.T) string { t.Helper(); return resetting(t, true) }
+
+// resetAfterHead resets the connection as soon as the request head is read.
+func resetAfterHead(t *testing.T) string { t.Helper(); return resetting(t, false) }
+
+func resetting(t *testing.T, readBody bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -37,7 +44,9 @@ func resettingEndpoint(t *testing.T) string {
 						break
 					}
 				}
-				_, _ = br.Read(make([]byte, 4)) // some of the body
+				if readBody {
+					_, _ = br.Read(make([]byte, 4)) // some of the body
+				}
 				conn.(*net.TCPConn).SetLinger(0)
 				conn.Close()
 			}()
@@ -47,8 +56,10 @@ func resettingEndpoint(t *testing.T) string {
 }
 
 // Passive health: an instance that refuses or resets the connection is
-// reported as suspect at once; the request goes once to another ready
-// instance only when no byte of its body was read.
+// reported as suspect at once; the request goes once to another instance
+// only when no byte of its body was read. After a refusal (nothing was
+// sent) it may wait for a replacement within the boot wait; after a reset
+// it takes only one ready at once.
 func TestInvokeRetriesUnreachable(t *testing.T) {
 	live := httptest.NewServer(echoUpstream())
 	t.Cleanup(live.Close)
@@ -57,6 +68,7 @@ func TestInvokeRetriesUnreachable(t *testing.T) {
 		first       func(t *testing.T) string // the first instance's endpoint
 		body        string
 		noOther     bool // no other ready instance
+		readyAt     int  // the Acquire call that first returns another instance (0: the second)
 		wantStatus  int
 		wantSuspect int
 		wantAcquire int
@@ -68,7 +80,11 @@ func TestInvokeRetriesUnreachable(t *testing.T) {
 			wantStatus: 200, wantSuspect: 1, wantAcquire: 2, wantRelease: []int{0, 200}},
 		{name: "reset after the body was read is not retried", first: resettingEndpoint, body: strings.Repeat("x", 64),
 			wantStatus: 502, wantSuspect: 1, wantAcquire: 1, wantRelease: []int{502}},
-		{name: "no other ready instance", first: deadEndpoint, noOther: true,
+		{name: "refused, no other ready: waits for the replacement", first: deadEndpoint, body: "payload", readyAt: 3,
+			wantStatus: 200, wantSuspect: 1, wantAcquire: 3, wantRelease: []int{0, 200}},
+		{name: "refused, no replacement in time: 503", first: deadEndpoint, noOther: true,
+			wantStatus: 503, wantSuspect: 1, wantAcquire: 3, wantRelease: []int{503}},
+		{name: "reset before the body was read, no other ready: no wait", first: resetAfterHead, noOther: true,
 			wantStatus: 502, wantSuspect: 1, wantAcquire: 2, wantRelease: []int{502}},
 	}
 	for _, tt := range tests {
@@ -86,15 +102,18 @@ func TestInvokeRetriesUnreachable(t *testing.T) {
 				inst := fns.instance(name)
 				inst.Endpoint, inst.VMID = first, "vm-1"
 				if n > 1 {
-					if tt.noOther {
-						return controller.Instance{}, controller.ErrNotReady
+					if tt.noOther || n < tt.readyAt {
+						if ctx.Err() == nil {
+							<-ctx.Done() // a waiting Acquire waits its whole bound
+						}
+						return controller.Instance{}, fmt.Errorf("%w: %v", controller.ErrNotReady, context.Cause(ctx))
 					}
 					inst.Endpoint, inst.VMID = live.Listener.Addr().String(), "vm-2"
 				}
 				inst.Suspect = func() { mu.Lock(); suspects++; mu.Unlock() }
 				return inst, nil
 			}
-			h := newHarness(t, Options{}, nil, fns)
+			h := newHarness(t, Options{BootWait: 300 * time.Millisecond}, nil, fns)
 			method := "GET"
 			var body io.Reader
 			if tt.body != "" {

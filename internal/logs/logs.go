@@ -176,8 +176,37 @@ func (s *Store) file(function string) (*logFile, error) {
 		return nil, fmt.Errorf("opening logs of %s: %w", function, err)
 	}
 	lf := &logFile{f: f, size: st.Size()}
+	if err := lf.endLine(s.path(function, 0)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening logs of %s: %w", function, err)
+	}
 	s.open[function] = lf
 	return lf, nil
+}
+
+// endLine ends a line torn by a crash (a write cut short at power loss or
+// on a full disk): without it the next entry would be glued to the torn
+// one and both lost to a reader. The torn line stays unreadable, and is
+// skipped as such.
+func (lf *logFile) endLine(path string) error {
+	if lf.size == 0 {
+		return nil
+	}
+	r, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	last := make([]byte, 1)
+	if _, err := r.ReadAt(last, lf.size-1); err != nil {
+		return err
+	}
+	if last[0] == '\n' {
+		return nil
+	}
+	n, err := lf.f.Write([]byte{'\n'})
+	lf.size += int64(n)
+	return err
 }
 
 // rotate shifts current.log to .1, .1 to .2 …, dropping the oldest; s.mu

@@ -155,3 +155,40 @@ func TestFollow(t *testing.T) {
 		t.Error("a reader that never reads was not cut off")
 	}
 }
+
+// A line torn by a crash does not swallow the next entry written after a
+// restart: the torn line is skipped, the new one reads back.
+func TestTornLineAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append("fn", entry(1, "vm")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	f, err := os.OpenFile(filepath.Join(dir, "fn", "current.log"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"time":"2026-12-02T20:00:00Z","line":"torn by the cra`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s2, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if err := s2.Append("fn", entry(2, "vm")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s2.Read("fn", Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Line != "line 1" || got[1].Line != "line 2" {
+		t.Errorf("entries after a torn line: got %+v, want lines 1 and 2", got)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/faasvm/appliance/internal/config"
 	"github.com/faasvm/appliance/internal/function"
@@ -279,25 +280,42 @@ func (s *Store) install(ctx context.Context, name, work, root string) (Result, e
 		res.Version = v
 	}
 
+	// What is renamed into place must be on disk first: after a power
+	// cut the folder must not appear with empty or short files.
+	if err := syncTree(staged); err != nil {
+		return Result{}, fmt.Errorf("flushing the staged folder to disk: %w", err)
+	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkName(name); err != nil { // a folder may have been mounted meanwhile
 		return Result{}, err
 	}
 	dst := filepath.Join(s.Dir, name)
-	old := filepath.Join(work, ".old")
-	switch err := os.Rename(dst, old); {
+	// Replacing an earlier upload swaps the two folders in one step, so a
+	// crash leaves either version in place, never none.
+	switch err := unix.Renameat2(unix.AT_FDCWD, staged, unix.AT_FDCWD, dst, unix.RENAME_EXCHANGE); {
 	case err == nil:
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, unix.ENOENT):
 		res.Created = true
-	default:
-		return Result{}, fmt.Errorf("moving the earlier upload away: %w", err)
-	}
-	if err := os.Rename(staged, dst); err != nil {
-		if !res.Created {
-			_ = os.Rename(old, dst) // put the earlier version back
+		if err := os.Rename(staged, dst); err != nil {
+			return Result{}, fmt.Errorf("moving the upload into place: %w", err)
 		}
+	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS):
+		// A file system without the exchange: move the old one away first.
+		old := filepath.Join(work, ".old")
+		if err := os.Rename(dst, old); err != nil {
+			return Result{}, fmt.Errorf("moving the earlier upload away: %w", err)
+		}
+		if err := os.Rename(staged, dst); err != nil {
+			_ = os.Rename(old, dst) // put the earlier version back
+			return Result{}, fmt.Errorf("moving the upload into place: %w", err)
+		}
+	default:
 		return Result{}, fmt.Errorf("moving the upload into place: %w", err)
+	}
+	if err := syncDir(s.Dir); err != nil {
+		return Result{}, fmt.Errorf("flushing %s to disk: %w", s.Dir, err)
 	}
 	s.log().Info("upload stored", "function", name, "step", "store", "created", res.Created, "files", res.Files, "bytes", res.Bytes)
 	if s.Changed != nil {
@@ -334,4 +352,38 @@ func (s *Store) Delete(name string) error {
 		s.Changed(name)
 	}
 	return nil
+}
+
+// syncTree flushes every file and folder under root to disk.
+func syncTree(root string) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && !d.Type().IsRegular() {
+			return nil // symlinks live in their folder's entries
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		serr := f.Sync()
+		if cerr := f.Close(); serr == nil {
+			serr = cerr
+		}
+		return serr
+	})
+}
+
+// syncDir flushes dir's entries (the renames in it) to disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	serr := d.Sync()
+	if cerr := d.Close(); serr == nil {
+		serr = cerr
+	}
+	return serr
 }

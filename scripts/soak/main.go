@@ -392,6 +392,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) (bool, error) {
 			}
 		}
 	}()
+	var trend []usagePoint // one a minute, for the flat-or-not question
 	progress := time.NewTicker(time.Minute)
 	defer progress.Stop()
 	for tctx.Err() == nil {
@@ -402,7 +403,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) (bool, error) {
 			n := len(samples)
 			mu.Unlock()
 			rss, fds := p.usage()
-			log.Info("progress", "requests", n, "rss_kib", rss, "fds", fds)
+			vms := len(p.qemus())
+			trend = append(trend, usagePoint{rss: rss, fds: fds, vms: vms})
+			log.Info("progress", "requests", n, "rss_kib", rss, "fds", fds, "vms", vms)
 		}
 	}
 	wg.Wait()
@@ -436,7 +439,46 @@ func run(ctx context.Context, f flags, log *slog.Logger) (bool, error) {
 	}
 	ok := report(os.Stdout, f, samples, kills, asyncFailed, asyncPending, rss0, fds0, rss1, fds1, p.logPath)
 	fmt.Printf("open fds by kind: start (%d VMs) %s; end (%d VMs) %s\n", vms0, kinds0, vms1, kinds1)
+	printTrend(os.Stdout, trend)
 	return ok, nil
+}
+
+// usagePoint is the appliance's RSS and fds, and the VMs running, at one
+// minute of the soak.
+type usagePoint struct{ rss, fds, vms int }
+
+// printTrend prints the per-minute series and compares the two halves of
+// the run: a leak shows as growth from the first half's minimum to the
+// second half's; fds move with the VMs running (sockets to them), so the
+// VM count is printed alongside.
+func printTrend(w io.Writer, t []usagePoint) {
+	if len(t) == 0 {
+		fmt.Fprintln(w, "trend: run shorter than a minute, no per-minute samples")
+		return
+	}
+	var rss, fds, vms []string
+	for _, u := range t {
+		rss = append(rss, strconv.Itoa(u.rss))
+		fds = append(fds, strconv.Itoa(u.fds))
+		vms = append(vms, strconv.Itoa(u.vms))
+	}
+	fmt.Fprintf(w, "per minute: RSS KiB [%s]; fds [%s]; VMs [%s]\n", strings.Join(rss, " "), strings.Join(fds, " "), strings.Join(vms, " "))
+	if len(t) < 4 {
+		fmt.Fprintln(w, "trend: fewer than 4 minutes, too short to call")
+		return
+	}
+	half := len(t) / 2
+	minOf := func(us []usagePoint, f func(usagePoint) int) int {
+		m := f(us[0])
+		for _, u := range us[1:] {
+			m = min(m, f(u))
+		}
+		return m
+	}
+	r1, r2 := minOf(t[:half], func(u usagePoint) int { return u.rss }), minOf(t[half:], func(u usagePoint) int { return u.rss })
+	f1, f2 := minOf(t[:half], func(u usagePoint) int { return u.fds }), minOf(t[half:], func(u usagePoint) int { return u.fds })
+	fmt.Fprintf(w, "trend: RSS minimum %d KiB in the first half, %d KiB in the second (%+d KiB); fds minimum %d then %d (%+d)\n",
+		r1, r2, r2-r1, f1, f2, f2-f1)
 }
 
 func ticker(every time.Duration) <-chan time.Time {
