@@ -11,8 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prepare.sh >/dev/null
 go test -run '^$' -bench '^BenchmarkBoot$' -benchtime 7x ./internal/vm/qemu
-# Where a cold start's time goes, bash exec vs python exec vs python http.
-go test -run '^$' -bench '^BenchmarkBootBreakdown$' -benchtime 1x ./internal/vm/qemu
+# Where a cold start's time goes, bash exec vs python exec vs python http,
+# and the python http bootstrap's imports in a booted guest vs at its start.
+go test -run '^$' -bench '^(BenchmarkBootBreakdown|BenchmarkPythonImports)$' -benchtime 1x ./internal/vm/qemu
 go test -run '^$' -bench 'BenchmarkWarm' -benchtime 50x ./internal/vm/qemu
 go test -run '^$' -bench 'BenchmarkFolderToFirst200' -benchtime 5x ./cmd/appliance
 # Snapshot restore vs boot, idle PSS of clones vs booted VMs (issue 11).
