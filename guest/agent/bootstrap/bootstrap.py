@@ -15,7 +15,6 @@ openfaas-http. FAAS_FUNCTION_NAME, FAAS_MEMORY_MB and FAAS_TIMEOUT_MS feed
 the Lambda context.
 """
 
-import asyncio
 import base64
 import http.server
 import importlib.util
@@ -70,7 +69,18 @@ def load_handler(code_dir, handler, function="handle"):
     if not callable(fn):
         args = "req" if function == "handle" else "event, context"
         raise AttributeError(f"{path} defines no function {function}({args})")
+    if inspect.iscoroutinefunction(fn):
+        _asyncio()  # imported before the handler is reported ready, not in its first call
     return fn, module
+
+
+def _asyncio():
+    """Imports asyncio only for async handlers and hooks: under TCG, just
+    after boot, importing it takes seconds (BenchmarkPythonImports), half
+    of a sync handler's start-up."""
+    import asyncio
+
+    return asyncio
 
 
 def on_restore_signal(module, run_dir):
@@ -94,7 +104,7 @@ def on_restore_signal(module, run_dir):
             if callable(hook):
                 result = hook({"name": info.get("name", ""), "vmId": info.get("vmId", "")})
                 if inspect.isawaitable(result):
-                    asyncio.run(_awaited(result))
+                    _asyncio().run(_awaited(result))
         except Exception as e:  # noqa: BLE001 - a failing hook is reported, the clone serves anyway
             traceback.print_exc()
             err = f"on_restore: {type(e).__name__}: {e}"
@@ -153,7 +163,7 @@ def call(fn, *args):
     """Calls fn, running it to completion when it is a coroutine function."""
     result = fn(*args)
     if inspect.isawaitable(result):
-        result = asyncio.run(_awaited(result))
+        result = _asyncio().run(_awaited(result))
     return result
 
 

@@ -70,6 +70,10 @@ func TestContracts(t *testing.T) {
 			{name: "no statusCode is a JSON 200", method: "GET", path: "/plain", wantStatus: 200,
 				wantHeader: map[string]string{"content-type": "application/json"}, wantJSON: map[string]any{"hello": "lambda"}},
 		}},
+		{runtime: "python3", template: "lambda", function: "lambda_handler", dir: "py-async", handler: "lambda_function.py", cases: []contractCase{
+			{name: "async handler awaited", method: "GET", path: "/twice", wantStatus: 200,
+				wantHeader: map[string]string{"x-handler": "lambda-python-async"}, wantBody: "awaited 42 /twice"},
+		}},
 		{runtime: "node", template: "lambda", function: "handler", dir: "node-lambda", handler: "index.js", cases: []contractCase{
 			{name: "payload 2.0", method: "DELETE", path: "/things/1?q=z", wantStatus: 200, wantHeader: map[string]string{"x-handler": "lambda-node"},
 				wantJSON: map[string]any{"version": "2.0", "method": "DELETE", "rawPath": "/things/1", "query": map[string]any{"q": "z"},
