@@ -132,9 +132,17 @@ func TestChangesDuringBoot(t *testing.T) {
 				close(h.release) // the held boot ends after the change
 			}
 			if tt.name == "redeploy" {
-				s := waitState(t, c, "slow", func(s Status) bool { return s.State == StateReady && s.Replicas.Draining == 0 && s.Replicas.Ready == 1 })
-				if got := e.running(); len(got) != 1 || s.Version == "" {
-					t.Fatalf("after redeploy: %d machines running, status %+v; want 1 of the new version", len(got), s)
+				// Both versions booted (v1 served the waiting request, v2
+				// replaced it), and only v2's machine is left.
+				eventually(t, "the new version alone serves", func() bool {
+					e.mu.Lock()
+					started := append([]*fakeMachine(nil), e.machines...)
+					e.mu.Unlock()
+					run := e.running()
+					return len(started) == 2 && len(run) == 1 && run[0] == started[1]
+				})
+				if s := waitState(t, c, "slow", func(s Status) bool { return s.State == StateReady && s.Replicas.Ready == 1 }); s.Version == "" {
+					t.Fatalf("after redeploy: status %+v; want the new version ready", s)
 				}
 			}
 			eventually(t, "machines stopped", func() bool { return len(e.running()) == tt.running })
