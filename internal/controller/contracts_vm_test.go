@@ -111,11 +111,23 @@ func TestContractsRealVM(t *testing.T) {
 		c.Sync(n)
 	}
 	for _, n := range names {
+		// A failed boot is retried after its backoff, as for a user: five
+		// functions with two cold dependency installs beside them can push
+		// one start under TCG past the engine's boot timeout (CI once saw
+		// node's handler start take that long). The contract is what is
+		// checked here, so only "invalid", or never ready, fails the test.
+		var failedBoots []string
 		st := waitFor(t, c, n, 8*time.Minute, func(s controller.Status) bool {
-			return s.State == controller.StateReady || s.State == controller.StateFailed || s.State == controller.StateInvalid
+			if s.State == controller.StateFailed && (len(failedBoots) == 0 || failedBoots[len(failedBoots)-1] != s.LastError) {
+				failedBoots = append(failedBoots, s.LastError)
+			}
+			return s.State == controller.StateReady || s.State == controller.StateInvalid
 		})
 		if st.State != controller.StateReady {
 			t.Fatalf("%s: got %s (%s), want ready", n, st.State, st.LastError)
+		}
+		if len(failedBoots) > 0 {
+			t.Logf("%s: ready after %d failed boot(s), retried by the controller; first: %.300s", n, len(failedBoots), failedBoots[0])
 		}
 	}
 	t.Logf("five functions ready (two dependency installs, cold) in %s; deps %+v", time.Since(start).Round(time.Millisecond), cache.DepsStats())
