@@ -111,23 +111,31 @@ func TestContractsRealVM(t *testing.T) {
 		c.Sync(n)
 	}
 	for _, n := range names {
-		// A failed boot is retried after its backoff, as for a user: five
-		// functions with two cold dependency installs beside them can push
-		// one start under TCG past the engine's boot timeout (CI once saw
-		// node's handler start take that long). The contract is what is
-		// checked here, so only "invalid", or never ready, fails the test.
+		// Five functions with two cold dependency installs beside them can
+		// push one first boot under TCG past the engine's 90-s boot timeout
+		// (CI saw node's handler miss it once). The controller does not
+		// retry a failed first deploy by itself (only transient prepare
+		// failures are retried), so the test deploys again, at most twice,
+		// as an operator would: the contract is what is checked here. Any
+		// other state than ready, or a third failure, fails the test.
 		var failedBoots []string
 		st := waitFor(t, c, n, 8*time.Minute, func(s controller.Status) bool {
-			if s.State == controller.StateFailed && (len(failedBoots) == 0 || failedBoots[len(failedBoots)-1] != s.LastError) {
-				failedBoots = append(failedBoots, s.LastError)
+			if s.State == controller.StateFailed {
+				switch {
+				case len(failedBoots) > 0 && failedBoots[len(failedBoots)-1] == s.LastError:
+					return false // the deploy again has not reported yet
+				case len(failedBoots) < 2:
+					failedBoots = append(failedBoots, s.LastError)
+					t.Logf("%s: deploy failed (%.300s); deploying again", n, s.LastError)
+					c.Sync(n)
+					return false
+				}
+				return true
 			}
 			return s.State == controller.StateReady || s.State == controller.StateInvalid
 		})
 		if st.State != controller.StateReady {
-			t.Fatalf("%s: got %s (%s), want ready", n, st.State, st.LastError)
-		}
-		if len(failedBoots) > 0 {
-			t.Logf("%s: ready after %d failed boot(s), retried by the controller; first: %.300s", n, len(failedBoots), failedBoots[0])
+			t.Fatalf("%s: got %s (%s), want ready (earlier failed deploys: %d)", n, st.State, st.LastError, len(failedBoots))
 		}
 	}
 	t.Logf("five functions ready (two dependency installs, cold) in %s; deps %+v", time.Since(start).Round(time.Millisecond), cache.DepsStats())
